@@ -1,0 +1,85 @@
+"""The task base class: refuses to publish through any app but the process's own."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from celery import Celery, Task
+
+_process_app: Celery | None = None
+
+
+class PhantomAppError(RuntimeError):
+    """A task was about to be published through an app that is not the process's app."""
+
+
+class CountdownTooLongError(ValueError):
+    """A countdown or ETA is further away than the broker can hold a message safely."""
+
+
+def bind_process_app(app: Celery) -> None:
+    """Make `app` the one Celery app of this process, for every thread."""
+    global _process_app
+    # set_default(), not only set_current(): request threads start without a current app
+    # and would otherwise fall back to Celery's phantom app (amqp://localhost, queue celery).
+    app.set_default()
+    _process_app = app
+
+
+def process_app() -> Celery | None:
+    """Return the Celery app this process was configured with, if any."""
+    return _process_app
+
+
+def ensure_process_app(app: Celery) -> None:
+    """Raise PhantomAppError unless `app` is the process's configured Celery app."""
+    if app is _process_app and app.main != "default":
+        return
+    reason = (
+        "no service Celery app was created in this process"
+        if _process_app is None
+        else f"it is bound to app {app.main!r} (id {id(app)}), not the process's app "
+        f"{_process_app.main!r} (id {id(_process_app)})"
+    )
+    raise PhantomAppError(
+        f"Refusing to publish: {reason}. Import the role module first "
+        "(web, worker or beat) or create the app with create_app() before sending tasks; "
+        "see docs on the import-order rule."
+    )
+
+
+def _seconds_ahead(options: dict[str, Any]) -> float:
+    if options.get("countdown") is not None:
+        return float(options["countdown"])
+    eta = options.get("eta")
+    if eta is None:
+        return 0.0
+    if eta.tzinfo is None:
+        eta = eta.replace(tzinfo=UTC)
+    return (eta - datetime.now(UTC)).total_seconds()
+
+
+class ServiceTask(Task):
+    """Run inside the Flask app context and publish only through the process's app."""
+
+    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+        flask_app = getattr(self.app, "flask_app", None)
+        if flask_app is None:
+            return self.run(*args, **kwargs)
+        with flask_app.app_context():
+            return self.run(*args, **kwargs)
+
+    def apply_async(self, args=None, kwargs=None, task_id=None, producer=None, link=None,
+                    link_error=None, shadow=None, **options):
+        """Publish the task after checking its app binding and countdown."""
+        ensure_process_app(self.app)
+        longest = getattr(self.app, "max_countdown", None)
+        if longest is not None and _seconds_ahead(options) > longest:
+            raise CountdownTooLongError(
+                f"{self.name}: a countdown/ETA over {longest} s would outlive the broker's "
+                "visibility timeout and run twice; schedule it with beat instead."
+            )
+        return super().apply_async(
+            args, kwargs, task_id, producer, link, link_error, shadow, **options
+        )

@@ -1,0 +1,1 @@
+"""Task modules; only the worker and beat import them all (celery_apps.TASK_MODULES)."""

@@ -1,0 +1,52 @@
+"""Render the template into a folder, the way `copier copy` does."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import warnings
+from pathlib import Path
+from typing import Any
+
+import copier
+import yaml
+
+from variants import TEMPLATE_ROOT
+
+
+def render(answers: dict[str, Any], destination: Path, *, vcs_ref: str = "HEAD") -> Path:
+    """Render the working tree of the template (uncommitted changes included) into destination."""
+    with warnings.catch_warnings():
+        # Copier warns that it copies a dirty working tree: that is what a test wants.
+        warnings.simplefilter("ignore")
+        copier.run_copy(
+            str(TEMPLATE_ROOT),
+            str(destination),
+            data=answers,
+            defaults=True,
+            vcs_ref=vcs_ref,
+            unsafe=False,
+            quiet=True,
+        )
+    return destination
+
+
+def rendered_answers(project: Path) -> dict[str, Any]:
+    """Return the answers file a rendered project records."""
+    return yaml.safe_load((project / ".copier-answers.yml").read_text())
+
+
+def run(command: list[str], cwd: Path, *, timeout: float = 600, env: dict | None = None):
+    """Run a command in a rendered project; fail with its output when it fails."""
+    merged = {**os.environ, **(env or {})}
+    # A rendered project gets its own virtual environment, never the template's.
+    merged.pop("VIRTUAL_ENV", None)
+    completed = subprocess.run(
+        command, cwd=cwd, env=merged, capture_output=True, text=True, timeout=timeout
+    )
+    if completed.returncode != 0:
+        raise AssertionError(
+            f"{' '.join(command)} failed with exit code {completed.returncode} in {cwd}\n"
+            f"--- stdout ---\n{completed.stdout[-8000:]}\n--- stderr ---\n{completed.stderr[-8000:]}"
+        )
+    return completed
