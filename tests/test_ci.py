@@ -19,6 +19,7 @@ WORKFLOW = TEMPLATE_ROOT / ".github" / "workflows" / "template.yml"
 CI_RUN = TEMPLATE_ROOT / ".ci" / "run"
 README = TEMPLATE_ROOT / "README.md"
 TEST_COMMAND = "uv run pytest"
+COLLECT = [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
 
 
 def tool(name: str) -> str:
@@ -73,8 +74,7 @@ def test_workflow_jobs_have_the_servers_the_tests_use():
 def test_ci_selection_picks_exactly_one_variants_tests(variant):
     """`-k "[<id>]"`, as CI passes it, selects that variant's render and project tests only."""
     completed = subprocess.run(
-        [sys.executable, "-m", "pytest", "--collect-only", "-q", "-p", "no:cacheprovider"]
-        + ["-m", "render or project", "-k", f"[{variant.id}]", "tests"],
+        [*COLLECT, "-m", "render or project", "-k", f"[{variant.id}]", "tests"],
         cwd=TEMPLATE_ROOT,
         capture_output=True,
         text=True,

@@ -23,6 +23,7 @@ GENERATED_FOLDERS = {".git", ".venv", "__pycache__", ".pytest_cache", ".ruff_cac
 # `{{`, `{%` and `{#` left in a file mean Jinja did not render it (or rendered it twice).
 # `${{` is GitHub Actions' own expression syntax and the only literal allowed.
 LEFTOVER_JINJA = re.compile(r"(?<!\$)\{\{|\{%|\{#")
+COPIER_CLI = ["uv", "run", "copier", "copy", "--defaults", "--vcs-ref", "HEAD"]
 SECRET_WORDS = ("password", "secret", "token", "key")
 COPIER_YML = yaml.safe_load((TEMPLATE_ROOT / "copier.yml").read_text())
 
@@ -218,8 +219,7 @@ def test_copier_cli_copies_without_trust_and_prints_next_steps(tmp_path):
     """`copier copy --defaults` needs no --trust and prints the after-copy message."""
     destination = tmp_path / "service"
     completed = run(
-        ["uv", "run", "copier", "copy", "--defaults", "--vcs-ref", "HEAD"]
-        + [str(TEMPLATE_ROOT), str(destination)],
+        [*COPIER_CLI, str(TEMPLATE_ROOT), str(destination)],
         cwd=TEMPLATE_ROOT,
         timeout=300,
     )

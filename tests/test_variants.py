@@ -9,7 +9,7 @@ import sys
 import pytest
 import yaml
 from conftest import SUPPORTED, UNSUPPORTED
-from variants import TEMPLATE_ROOT
+from variants import TEMPLATE_ROOT, variant_id
 
 pytestmark = pytest.mark.render
 
@@ -63,7 +63,7 @@ def test_every_value_of_every_choice_is_rendered_by_a_variant(question):
     assert not missing, f"no supported variant answers {question} with {missing}"
 
 
-@pytest.mark.parametrize("pair", RISKY, ids=lambda pair: "-".join(f"{k}:{v}" for k, v in pair.items()))
+@pytest.mark.parametrize("pair", RISKY, ids=variant_id)
 def test_risky_answer_pairs_are_in_the_list(pair):
     """The risky combinations stay in the supported list."""
     assert any(pair.items() <= effective(variant.answers).items() for variant in SUPPORTED)
