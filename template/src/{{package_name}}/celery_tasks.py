@@ -70,8 +70,17 @@ class ServiceTask(Task):
         with flask_app.app_context():
             return self.run(*args, **kwargs)
 
-    def apply_async(self, args=None, kwargs=None, task_id=None, producer=None, link=None,
-                    link_error=None, shadow=None, **options):
+    def apply_async(
+        self,
+        args=None,
+        kwargs=None,
+        task_id=None,
+        producer=None,
+        link=None,
+        link_error=None,
+        shadow=None,
+        **options,
+    ):
         """Publish the task after checking its app binding and countdown."""
         ensure_process_app(self.app)
         longest = getattr(self.app, "max_countdown", None)

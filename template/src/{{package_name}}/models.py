@@ -24,6 +24,11 @@ class JobStatus(enum.StrEnum):
     CANCELLED = "cancelled"
 
 
+def _enum_values(enum_class: type[enum.Enum]) -> list[str]:
+    # Store "queued", not "QUEUED": the values are what the API and the migration use.
+    return [member.value for member in enum_class]
+
+
 SETTLED = frozenset({JobStatus.SUCCEEDED, JobStatus.FAILED, JobStatus.CANCELLED})
 
 
@@ -41,7 +46,7 @@ class Job(Base):
     name: Mapped[str] = mapped_column(String(200))
     duration: Mapped[float] = mapped_column(default=0.0)
     status: Mapped[JobStatus] = mapped_column(
-        Enum(JobStatus, native_enum=False, length=20, values_callable=lambda e: [m.value for m in e]),
+        Enum(JobStatus, native_enum=False, length=20, values_callable=_enum_values),
         default=JobStatus.QUEUED,
         index=True,
     )
