@@ -129,3 +129,10 @@ def test_readme_tier_table_names_every_pytest_marker():
     markers = {m.split(":")[0] for m in pyproject["tool"]["pytest"]["ini_options"]["markers"]}
     rows = set(re.findall(r"^\| `([a-z_]+)` \|", README.read_text(), re.MULTILINE))
     assert markers <= rows
+
+
+def test_readme_single_variant_example_names_a_supported_variant():
+    """The README's one-variant command uses an id `python tests/variants.py` prints."""
+    examples = re.findall(r'-k "\[([^\]]+)\]"', README.read_text())
+    assert examples
+    assert set(examples) <= {variant.id for variant in SUPPORTED}
