@@ -32,3 +32,9 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http_exception(error: HTTPException):
         return error_response(error.code or 500, error.description or error.name)
+
+    @app.errorhandler(Exception)
+    def handle_unexpected_error(error: Exception):
+        # Log the details; the client gets JSON without internals.
+        app.logger.exception("unhandled error", exc_info=error)
+        return error_response(500, "internal server error")
