@@ -54,14 +54,14 @@ def answer(variant: Variant, name: str) -> Any:
     return variant.answers.get(name, _copier_defaults()[name])
 
 
-def variants_with(name: str) -> list[Variant]:
-    """Return the supported variants whose boolean answer `name` is true."""
-    return [variant for variant in SUPPORTED if answer(variant, name)]
+def variants_with(*names: str) -> list[Variant]:
+    """Return the supported variants where any of the boolean answers `names` is true."""
+    return [variant for variant in SUPPORTED if any(answer(variant, name) for name in names)]
 
 
-def params_with(name: str):
+def params_with(*names: str):
     """Parametrize a test over the supported variants that have a feature, with readable ids."""
-    chosen = variants_with(name)
+    chosen = variants_with(*names)
     return pytest.mark.parametrize("variant", chosen, ids=[variant.id for variant in chosen])
 
 
