@@ -9,8 +9,8 @@ import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from rendering import render  # noqa: E402
-from variants import Variant, load_variants  # noqa: E402
+from rendering import render
+from variants import Variant, load_variants
 
 SUPPORTED = load_variants("supported")
 UNSUPPORTED = load_variants("unsupported")

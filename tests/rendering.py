@@ -10,7 +10,6 @@ from typing import Any
 
 import copier
 import yaml
-
 from variants import TEMPLATE_ROOT
 
 
@@ -47,6 +46,7 @@ def run(command: list[str], cwd: Path, *, timeout: float = 600, env: dict | None
     if completed.returncode != 0:
         raise AssertionError(
             f"{' '.join(command)} failed with exit code {completed.returncode} in {cwd}\n"
-            f"--- stdout ---\n{completed.stdout[-8000:]}\n--- stderr ---\n{completed.stderr[-8000:]}"
+            f"--- stdout ---\n{completed.stdout[-8000:]}\n"
+            f"--- stderr ---\n{completed.stderr[-8000:]}"
         )
     return completed

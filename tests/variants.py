@@ -40,7 +40,9 @@ def variant_id(answers: dict[str, Any]) -> str:
 def load_variants(kind: str) -> list[Variant]:
     """Return the 'supported' or 'unsupported' variants."""
     data = yaml.safe_load(VARIANTS_FILE.read_text())
-    return [Variant(answers=item["answers"], message=item.get("message", "")) for item in data[kind]]
+    return [
+        Variant(answers=item["answers"], message=item.get("message", "")) for item in data[kind]
+    ]
 
 
 if __name__ == "__main__":
