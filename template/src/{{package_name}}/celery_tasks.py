@@ -92,3 +92,12 @@ class ServiceTask(Task):
         return super().apply_async(
             args, kwargs, task_id, producer, link, link_error, shadow, **options
         )
+
+    def retry(self, args=None, kwargs=None, exc=None, throw=True, eta=None, countdown=None,
+              max_retries=None, **options):  # fmt: skip
+        """Retry later, but never further away than the longest countdown accepted."""
+        longest = getattr(self.app, "max_countdown", None)
+        if longest is not None and eta is None:
+            delay = self.default_retry_delay if countdown is None else countdown
+            countdown = min(delay, longest)
+        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
