@@ -32,7 +32,7 @@ def variant_id(answers: dict[str, Any]) -> str:
         return "defaults"
     parts = []
     for key, value in answers.items():
-        shown = ",".join(map(str, value)) if isinstance(value, list) else str(value).lower()
+        shown = "+".join(map(str, value)) if isinstance(value, list) else str(value).lower()
         parts.append(f"{key}:{shown}")
     return "-".join(parts)
 
