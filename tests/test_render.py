@@ -232,3 +232,12 @@ def test_copier_cli_copies_without_trust_and_prints_next_steps(tmp_path):
     assert (destination / "pyproject.toml").is_file()
     assert (destination / ".copier-answers.yml").is_file()
     assert not missing, f"after-copy message lines not printed: {missing}\n{output}"
+
+
+@supported_params()
+def test_generated_ci_workflow_matches_the_github_workflow_schema(variant, rendered):
+    """check-jsonschema accepts the service's own .github/workflows/ci.yml."""
+    workflow = rendered(variant) / ".github" / "workflows" / "ci.yml"
+    checker = str(Path(sys.executable).parent / "check-jsonschema")
+    schema = ["--builtin-schema", "vendor.github-workflows"]
+    run([checker, *schema, str(workflow)], cwd=workflow.parent)
