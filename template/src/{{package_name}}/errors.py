@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from flask import Flask, jsonify
+from sqlalchemy.exc import OperationalError
 from werkzeug.exceptions import HTTPException
 
 
@@ -32,6 +33,13 @@ def init_app(app: Flask) -> None:
     @app.errorhandler(HTTPException)
     def handle_http_exception(error: HTTPException):
         return error_response(error.code or 500, error.description or error.name)
+
+    @app.errorhandler(OperationalError)
+    def handle_database_unavailable(error: OperationalError):
+        # The database is down or unreachable: temporary, like a broker outage, so 503
+        # (retry later), not 500. The readiness probe reports the same outage.
+        app.logger.warning("database unavailable: %s", type(error.orig).__name__)
+        return error_response(503, "the database is unavailable; retry later")
 
     @app.errorhandler(Exception)
     def handle_unexpected_error(error: Exception):
