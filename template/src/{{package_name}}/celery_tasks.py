@@ -27,11 +27,6 @@ def bind_process_app(app: Celery) -> None:
     _process_app = app
 
 
-def process_app() -> Celery | None:
-    """Return the Celery app this process was configured with, if any."""
-    return _process_app
-
-
 def ensure_process_app(app: Celery) -> None:
     """Raise PhantomAppError unless `app` is the process's configured Celery app."""
     if app is _process_app and app.main != "default":
@@ -44,8 +39,8 @@ def ensure_process_app(app: Celery) -> None:
     )
     raise PhantomAppError(
         f"Refusing to publish: {reason}. Import the role module first "
-        "(web, worker or beat) or create the app with create_app() before sending tasks; "
-        "see docs on the import-order rule."
+        "(web, worker or beat) or create the app with create_app() before sending tasks "
+        "(README: Rules this service keeps)."
     )
 
 
