@@ -85,10 +85,15 @@ def _stop_tree(tree: dict[int, int], first: int, seconds: float) -> list[int]:
 
 
 class RedisServer:
-    """A throwaway redis-server on a free port; stop() and start() keep the same port."""
+    """A throwaway redis-server on a free port; stop() and start() keep the same port.
 
-    def __init__(self, name: str, folder: Path) -> None:
+    persistent=True: an append-only file fsynced on every write, in its own folder, so a
+    graceful restart (SIGTERM) brings back every message, as production's appendonly Redis.
+    """
+
+    def __init__(self, name: str, folder: Path, *, persistent: bool = False) -> None:
         self.name = name
+        self.persistent = persistent
         self.port = free_port()
         self.folder = folder / name
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -104,7 +109,11 @@ class RedisServer:
             "--port", str(self.port),
             "--bind", HOST,
             "--save", "",
-            "--appendonly", "no",
+            *(
+                ("--appendonly", "yes", "--appendfsync", "always")
+                if self.persistent
+                else ("--appendonly", "no")
+            ),
             "--dir", str(self.folder),
             "--daemonize", "no",
         ]  # fmt: skip
@@ -138,7 +147,8 @@ class RedisServer:
         return _answers(self.port, b"PING\r\n", b"+PONG")
 
     def describe(self) -> str:
-        return f"redis-server {self.name} on {HOST}:{self.port}"
+        kind = " (appendonly, fsync always)" if self.persistent else ""
+        return f"redis-server {self.name}{kind} on {HOST}:{self.port}"
 
     def logs(self) -> str:
         return f"--- {self.describe()} ---\n{tail(self.log, 15)}"
@@ -416,7 +426,7 @@ def results_server(folder: Path) -> tuple[RedisServer | None, str]:
     return None, _with_db(shared or DEFAULT_REDIS_URL, SHARED_REDIS_RESULTS_DB)
 
 
-def redis_broker(folder: Path):
+def redis_broker(folder: Path, *, persistent: bool = False):
     """Return the Redis broker for a boot and why this kind was chosen."""
     shared = os.environ.get("TEST_REDIS_URL", "").strip()
     kind = os.environ.get("BOOT_REDIS") or (
@@ -424,7 +434,7 @@ def redis_broker(folder: Path):
     )
     if kind == "server":
         # Not the results server: the outage stops the broker, the results must survive it.
-        server = RedisServer("broker", folder)
+        server = RedisServer("broker", folder, persistent=persistent)
         server.start()
         return server, "throwaway redis-server"
     url = _with_db(shared or DEFAULT_REDIS_URL, SHARED_REDIS_BROKER_DB)

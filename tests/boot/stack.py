@@ -14,6 +14,7 @@ import secrets
 import shutil
 import subprocess
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -72,6 +73,13 @@ class Stack:
     web_port: int = 0
     flower_port: int = 0
     grace_seconds: int = 0
+    # Hooks for the fault tier (set before boot(); the boot tier leaves them empty):
+    # extra variables per role: key "all", "worker" (every worker) or a role name.
+    env_overrides: dict[str, dict[str, str]] = field(default_factory=dict)
+    # Redis broker with an append-only file (fsync always), so a restart keeps its messages.
+    persistent_broker: bool = False
+    # Replaces the PostgreSQL database of its own (an object with url() and close()).
+    database_factory: Callable[[], Any] | None = None
 
     # --- what the tests read -------------------------------------------------------------
 
@@ -151,12 +159,13 @@ class Stack:
     def start_servers(self) -> None:
         self.results, self.results_url = results_server(self.folder)
         if self.answers["broker"] == "redis":
-            self.broker, why = redis_broker(self.folder)
+            self.broker, why = redis_broker(self.folder, persistent=self.persistent_broker)
         else:
             self.broker, why = rabbit_broker()
         self.notes.append(f"broker: {self.broker.describe()} ({why})")
         if self.answers["database"] == "postgresql":
-            self.database = PostgresDatabase()
+            factory = self.database_factory or PostgresDatabase
+            self.database = factory()
         else:
             self.database = SqliteDatabase(self.folder)
 
@@ -205,6 +214,11 @@ class Stack:
                 "FLOWER_ADDRESS": HOST,
                 "FLOWER_BASIC_AUTH": ":".join(self.flower_auth),
             }
+        for name, env in envs.items():
+            env.update(self.env_overrides.get("all", {}))
+            if name.startswith("worker-"):
+                env.update(self.env_overrides.get("worker", {}))
+            env.update(self.env_overrides.get(name, {}))
         return envs
 
     def migrate(self, env: dict[str, str]) -> None:
@@ -241,6 +255,13 @@ class Stack:
             )
             self.processes[name] = process
             process.start()
+
+    def restart_role(self, name: str) -> Process:
+        """Start an exited role again with the same argv and environment (same log file)."""
+        process = self.processes[name]
+        assert not process.alive(), f"{name} is still running (pid {process.pid})"
+        process.start()
+        return process
 
     def wait_until_up(self) -> None:
         self.wait(
