@@ -1,0 +1,518 @@
+"""Turn the driver's raw results into the summary (JSON) and the markdown tables.
+
+Standard library only. `python benchmarks/report.py results/latest.json` re-renders the
+markdown from a saved run.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+import sys
+from pathlib import Path
+from typing import Any
+
+BLOCKED_S = 1.0  # a short task waiting this much longer than necessary counts as blocked
+
+
+def median(values) -> float | None:
+    values = [v for v in values if v is not None]
+    return statistics.median(values) if values else None
+
+
+def percentile(values: list[float], share: float) -> float | None:
+    """Nearest-rank percentile (with fewer than 100 samples p99 is the maximum)."""
+    values = sorted(v for v in values if v is not None)
+    if not values:
+        return None
+    rank = max(1, math.ceil(share * len(values)))
+    return values[rank - 1]
+
+
+def spread(values) -> str:
+    values = [v for v in values if v is not None]
+    if not values:
+        return "-"
+    return f"{fmt(min(values))}-{fmt(max(values))}"
+
+
+def fmt(value, digits: int = 2) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        if abs(value) >= 100:
+            return f"{value:.0f}"
+        return f"{value:.{digits}f}"
+    return str(value)
+
+
+def ok(runs) -> list:
+    return [run for run in runs or [] if run]
+
+
+def summarize(raw: dict[str, Any]) -> dict[str, Any]:
+    """Compute every headline metric with its goal and verdict."""
+    d = raw.get("driver", {})
+    rmq = raw.get("driver_rabbitmq", {})
+    s: dict[str, Any] = {}
+
+    # Head-of-line blocking.
+    hol = {}
+    for scenario, configs in (d.get("hol") or {}).items():
+        hol[scenario] = {}
+        for name, runs in configs.items():
+            runs = ok(runs)
+            shorts = [short for run in runs for short in run["shorts"]]
+            hol[scenario][name] = {
+                "reps": len(runs),
+                "max_extra_wait_s_per_rep": [run["max_extra_wait_s"] for run in runs],
+                "max_extra_wait_s_median": median(run["max_extra_wait_s"] for run in runs),
+                "extra_wait_s_median": median(x["extra_wait_s"] for x in shorts),
+                "wait_s_median": median(x["wait_s"] for x in shorts),
+                "blocked": sum(1 for x in shorts if x["extra_wait_s"] > BLOCKED_S),
+                "shorts": len(shorts),
+            }
+    s["hol"] = hol
+
+    # Throughput.
+    tp = {}
+    for name, runs in (d.get("throughput") or {}).items():
+        runs = ok(runs)
+        tp[name] = {
+            "reps": len(runs),
+            "tasks_per_s": [run["tasks_per_s"] for run in runs],
+            "tasks_per_s_median": median(run["tasks_per_s"] for run in runs),
+            "incl_startup_tasks_per_s_median": median(
+                run["incl_startup_tasks_per_s"] for run in runs
+            ),
+            "worker_ready_s_median": median(run["worker_ready_s"] for run in runs),
+            "enqueue_tasks_per_s_median": median(run["enqueue_tasks_per_s"] for run in runs),
+        }
+    stock_tp = (tp.get("stock") or {}).get("tasks_per_s_median")
+    gen_tp = (tp.get("generated") or {}).get("tasks_per_s_median")
+    pairs = list(
+        zip(
+            (d.get("throughput") or {}).get("stock") or [],
+            (d.get("throughput") or {}).get("generated") or [],
+            strict=False,
+        )
+    )
+    tp["profile_ratio_of_medians"] = (
+        round(tp["profile"]["tasks_per_s_median"] / stock_tp, 3)
+        if tp.get("profile", {}).get("tasks_per_s_median") and stock_tp
+        else None
+    )
+    tp["ratio_of_medians"] = round(gen_tp / stock_tp, 3) if stock_tp and gen_tp else None
+    tp["paired_ratios"] = [
+        round(g["tasks_per_s"] / st["tasks_per_s"], 3) for st, g in pairs if st and g
+    ]
+    s["throughput"] = tp
+
+    # The booted service: readiness, HTTP round trip, probe.
+    boots = ok(d.get("boot"))
+    samples = [ms for boot in boots for ms in boot["roundtrip_ms"]]
+    s["roundtrip_ms"] = {
+        "n": len(samples),
+        "p50": percentile(samples, 0.50),
+        "p90": percentile(samples, 0.90),
+        "p99": percentile(samples, 0.99),
+        "max": max(samples) if samples else None,
+    }
+    roles = sorted({role for boot in boots for role in boot["ready_s"]})
+    s["ready_s"] = {
+        "reps": len(boots),
+        "all_roles_median": median(boot["all_ready_s"] for boot in boots),
+        "all_roles_per_rep": [boot["all_ready_s"] for boot in boots],
+        "per_role_median": {r: median(b["ready_s"].get(r) for b in boots) for r in roles},
+        "migrate_s_median": median(boot["migrate_s"] for boot in boots),
+    }
+    probe: dict[str, Any] = {}
+    for kind in ("python_startup", "probe", "ping_service_app", "ping_minimal_app"):
+        calls = [call for boot in boots for call in boot["probe"].get(kind, [])]
+        probe[kind] = {
+            "n": len(calls),
+            "wall_ms": [round(c["wall_s"] * 1000, 1) for c in calls],
+            "wall_ms_median": median(c["wall_s"] * 1000 for c in calls),
+            "wall_ms_max": max((c["wall_s"] * 1000 for c in calls), default=None),
+            "cpu_ms_median": median(c["cpu_s"] * 1000 for c in calls),
+            "max_rss_mib_median": median(c["max_rss_mib"] for c in calls),
+            "exit_codes": sorted({c["exit"] for c in calls}),
+        }
+    imports = [boot["probe"]["probe_third_party_imports"] for boot in boots]
+    probe["third_party_imports"] = imports[0] if imports else None
+    probe["missing_heartbeat_exit"] = [b["probe"]["probe_missing_heartbeat_exit"] for b in boots]
+    s["probe"] = probe
+
+    # Worker loss and redelivery.
+    loss = {}
+    for name, kills in (d.get("worker_loss") or {}).items():
+        loss[name] = {}
+        for kill, runs in kills.items():
+            runs = ok(runs)
+            loss[name][kill] = {
+                "reps": len(runs),
+                "lost": [run["lost"] for run in runs],
+                "executions": [run["executions"] for run in runs],
+                "tasks": runs[0]["tasks"] if runs else None,
+                "running_at_kill": [run["running_at_kill"] for run in runs],
+                "parked_at_end": [run["parked_at_end"] for run in runs],
+                "redelivery_delay_s": [run["redelivery_delay_s"] for run in runs],
+                "redelivery_delay_s_median": median(r["redelivery_delay_s"] for r in runs),
+                "window_s": runs[0]["window_s"] if runs else None,
+                "replacement_ready_s_median": median(r.get("replacement_ready_s") for r in runs),
+            }
+    rmq_runs = ok(((rmq.get("worker_loss_rabbitmq") or {}).get("generated") or {}).get("main"))
+    loss["generated_rabbitmq_main"] = {
+        "reps": len(rmq_runs),
+        "lost": [run["lost"] for run in rmq_runs],
+        "executions": [run["executions"] for run in rmq_runs],
+        "redelivery_delay_s": [run["redelivery_delay_s"] for run in rmq_runs],
+        "redelivery_delay_s_median": median(run["redelivery_delay_s"] for run in rmq_runs),
+        "replacement_ready_s_median": median(run.get("replacement_ready_s") for run in rmq_runs),
+        "broker_requeue_s": [run.get("broker_requeue_s") for run in rmq_runs],
+        "broker_requeue_s_median": median(run.get("broker_requeue_s") for run in rmq_runs),
+    }
+    s["worker_loss"] = loss
+    s["derived"] = d.get("derived", {})
+    copier = raw.get("copier_copy_s") or []
+    s["copier_copy_s"] = {"runs": copier, "median": median(copier)}
+    s["goals"] = goals(s)
+    return s
+
+
+def verdict(condition: bool | None) -> str:
+    if condition is None:
+        return "not measured"
+    return "met" if condition else "MISSED"
+
+
+def goals(s: dict[str, Any]) -> list[dict[str, Any]]:
+    """One row per goal of the issue: stock value, generated value, verdict."""
+    rows = []
+    hol3 = s["hol"].get("hol3", {})
+    hol_gen = [
+        v["max_extra_wait_s_median"] for v in (sc.get("generated", {}) for sc in s["hol"].values())
+    ]
+    hol_gen = [v for v in hol_gen if v is not None]
+    rows.append(
+        {
+            "metric": "head-of-line: max extra wait of a short task (hol3; hol1 in details)",
+            "goal": "≤ 0.15 s",
+            "stock": (hol3.get("stock") or {}).get("max_extra_wait_s_median"),
+            "generated": (hol3.get("generated") or {}).get("max_extra_wait_s_median"),
+            "unit": "s",
+            "verdict": verdict(max(hol_gen) <= 0.15 if hol_gen else None),
+        }
+    )
+    tp = s["throughput"]
+    rows.append(
+        {
+            "metric": "no-op throughput, prefork -c 2, Redis (tasks/s; ratio of medians)",
+            "goal": "ratio ≥ 0.9",
+            "stock": (tp.get("stock") or {}).get("tasks_per_s_median"),
+            "generated": (tp.get("generated") or {}).get("tasks_per_s_median"),
+            "extra": f"ratio {fmt(tp.get('ratio_of_medians'))}",
+            "unit": "tasks/s",
+            "verdict": verdict(
+                tp["ratio_of_medians"] >= 0.9 if tp.get("ratio_of_medians") else None
+            ),
+        }
+    )
+    rt = s["roundtrip_ms"]
+    rows.append(
+        {
+            "metric": f"HTTP enqueue → SUCCESS round trip, p50 / p99 (n={rt['n']})",
+            "goal": "p50 ≤ 50 ms",
+            "stock": None,
+            "generated": f"{fmt(rt['p50'], 1)} / {fmt(rt['p99'], 1)}",
+            "unit": "ms",
+            "verdict": verdict(rt["p50"] <= 50 if rt["p50"] is not None else None),
+        }
+    )
+    probe = s["probe"]
+    pkg_only = probe.get("third_party_imports")
+    probe_ms = probe["probe"]["wall_ms_median"]
+    rows.append(
+        {
+            "metric": "worker liveness probe: wall / peak RSS per call (stock column: "
+            "`celery inspect ping -d` with the service app)",
+            "goal": "≤ 50 ms, no app import",
+            "stock": f"{fmt(probe['ping_service_app']['wall_ms_median'], 0)} ms / "
+            f"{fmt(probe['ping_service_app']['max_rss_mib_median'], 0)} MiB",
+            "generated": f"{fmt(probe_ms, 1)} ms / "
+            f"{fmt(probe['probe']['max_rss_mib_median'], 0)} MiB"
+            f"; imports beyond stdlib: {', '.join(pkg_only or []) or 'none'}",
+            "unit": "",
+            "verdict": verdict(
+                (probe_ms <= 50 and pkg_only is not None and len(pkg_only) <= 1)
+                if probe_ms is not None
+                else None
+            ),
+        }
+    )
+    loss = s["worker_loss"]
+    for kill in ("child", "main"):
+        st = (loss.get("stock") or {}).get(kill) or {}
+        gen = (loss.get("generated") or {}).get(kill) or {}
+        gen_lost = gen.get("lost") or []
+        rows.append(
+            {
+                "metric": f"tasks lost after worker SIGKILL ({kill}), Redis, of "
+                f"{gen.get('tasks') or st.get('tasks')} (per rep)",
+                "goal": "0 vs stock's count",
+                "stock": st.get("lost"),
+                "generated": gen_lost,
+                "unit": "",
+                "verdict": verdict(all(n == 0 for n in gen_lost) if gen_lost else None),
+            }
+        )
+    gen_main = (loss.get("generated") or {}).get("main") or {}
+    vis = s["derived"].get("loss_visibility_timeout_s")
+    delay = gen_main.get("redelivery_delay_s_median")
+    window = gen_main.get("window_s")
+    rows.append(
+        {
+            "metric": f"redelivery delay after main-process SIGKILL, Redis "
+            f"(TASK_TIME_LIMIT={s['derived'].get('loss_time_limit_s')} → "
+            f"visibility {vis} s)",
+            "goal": f"= visibility timeout ({vis} s)",
+            "stock": "never (running tasks were acked)",
+            "generated": fmt(delay, 1) if delay is not None else f"> {window} s (window)",
+            "unit": "s",
+            "verdict": verdict(
+                delay <= vis + 5
+                if delay is not None and vis
+                else (False if gen_main.get("reps") else None)
+            ),
+        }
+    )
+    rmq = loss.get("generated_rabbitmq_main") or {}
+    rmq_requeue = rmq.get("broker_requeue_s_median")
+    rmq_delay = rmq.get("redelivery_delay_s_median")
+    rows.append(
+        {
+            "metric": "redelivery delay after main-process SIGKILL, RabbitMQ: back in the queue / "
+            "re-executed by a replacement worker started at once",
+            "goal": "≤ 5 s",
+            "stock": None,
+            "generated": f"{fmt(rmq_requeue, 2)} s / {fmt(rmq_delay, 1)} s "
+            f"(worker start-up {fmt(rmq.get('replacement_ready_s_median'), 1)} s; "
+            f"lost {cell(rmq.get('lost'))})",
+            "unit": "s",
+            "verdict": verdict(
+                rmq_requeue <= 5
+                if rmq_requeue is not None
+                else (False if rmq.get("reps") else None)
+            ),
+        }
+    )
+    cp = s["copier_copy_s"]["median"]
+    rows.append(
+        {
+            "metric": "`copier copy --defaults` wall time",
+            "goal": "≤ 3 s",
+            "stock": None,
+            "generated": cp,
+            "unit": "s",
+            "verdict": verdict(cp <= 3 if cp is not None else None),
+        }
+    )
+    ready = s["ready_s"]["all_roles_median"]
+    rows.append(
+        {
+            "metric": "all roles ready after start (web, worker, beat, flower)",
+            "goal": "≤ 10 s",
+            "stock": None,
+            "generated": ready,
+            "unit": "s",
+            "verdict": verdict(ready <= 10 if ready is not None else None),
+        }
+    )
+    return rows
+
+
+def cell(value) -> str:
+    if isinstance(value, list):
+        return "[" + ", ".join(fmt(v) for v in value) + "]"
+    return fmt(value)
+
+
+def markdown(raw: dict[str, Any], s: dict[str, Any]) -> str:
+    m = raw.get("machine", {})
+    lines = [
+        f"Run: {raw.get('finished_at', '?')} ({raw.get('mode', '?')} mode, "
+        f"{raw.get('duration_s', '?')} s).",
+        "",
+        "| metric | goal | stock | generated | result |",
+        "|---|---|---|---|---|",
+    ]
+    for row in s["goals"]:
+        unit = (
+            f" {row['unit']}"
+            if row.get("unit")
+            and not isinstance(row["generated"], str)
+            and row["generated"] is not None
+            and not isinstance(row["generated"], list)
+            else ""
+        )
+        stock_unit = (
+            f" {row['unit']}" if row.get("unit") and isinstance(row["stock"], int | float) else ""
+        )
+        generated = f"{cell(row['generated'])}{unit}"
+        if row.get("extra"):
+            generated += f" ({row['extra']})"
+        lines.append(
+            f"| {row['metric']} | {row['goal']} | {cell(row['stock'])}{stock_unit} | "
+            f"{generated} | {row['verdict']} |"
+        )
+    lines += ["", "### Machine", "", "| item | value |", "|---|---|"]
+    for key, value in m.items():
+        lines.append(f"| {key} | {cell(value) if not isinstance(value, str) else value} |")
+
+    lines += [
+        "",
+        "### Head-of-line blocking (short tasks; seconds)",
+        "",
+        "| scenario | config | blocked (extra > 1 s) | wait median | extra wait median | "
+        "max extra wait per rep: median [range] | reps |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for scenario, configs in s["hol"].items():
+        for name, v in configs.items():
+            lines.append(
+                f"| {scenario} | {name} | {v['blocked']}/{v['shorts']} | {fmt(v['wait_s_median'])} "
+                f"| {fmt(v['extra_wait_s_median'])} | {fmt(v['max_extra_wait_s_median'])} "
+                f"[{spread(v['max_extra_wait_s_per_rep'])}] | {v['reps']} |"
+            )
+    tp = s["throughput"]
+    lines += [
+        "",
+        "### Throughput (no-op tasks queued before the worker starts; prefork -c 2; Redis)",
+        "",
+        "| config | tasks/s median [range] | incl. start-up tasks/s | worker ready s | "
+        "publish tasks/s | reps |",
+        "|---|---|---|---|---|---|",
+    ]
+    for name in ("stock", "generated", "profile"):
+        v = tp.get(name)
+        if not v:
+            continue
+        lines.append(
+            f"| {name} | {fmt(v['tasks_per_s_median'])} [{spread(v['tasks_per_s'])}] | "
+            f"{fmt(v['incl_startup_tasks_per_s_median'])} | {fmt(v['worker_ready_s_median'])} | "
+            f"{fmt(v['enqueue_tasks_per_s_median'])} | {v['reps']} |"
+        )
+    lines.append("")
+    profile_tp = (tp.get("profile") or {}).get("tasks_per_s_median")
+    stock_tp = (tp.get("stock") or {}).get("tasks_per_s_median")
+    if profile_tp and stock_tp:
+        lines.append(
+            "`profile` (diagnostic) = a plain Celery app with the service's settings profile "
+            f"but none of its app code: profile/stock {profile_tp / stock_tp:.2f}."
+        )
+    lines.append(
+        f"Ratio of medians generated/stock: {fmt(tp.get('ratio_of_medians'))}; "
+        f"paired per repetition: {cell(tp.get('paired_ratios'))}."
+    )
+    lines += [
+        "",
+        "### Worker loss (SIGKILL; K tasks x 2 s; a replacement worker starts at once "
+        "after a main kill)",
+        "",
+        "| broker | kill | config | lost per rep | executions per rep | running at kill | "
+        "left in broker at end | redelivery delay s | window s |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name in ("stock", "generated"):
+        for kill, v in (s["worker_loss"].get(name) or {}).items():
+            parked = [
+                (f"{p['ready']}+{p['unacked']} unacked" if p else "-") for p in v["parked_at_end"]
+            ]
+            lines.append(
+                f"| redis | {kill} | {name} | {cell(v['lost'])} | {cell(v['executions'])} | "
+                f"{cell(v['running_at_kill'])} | {', '.join(parked)} | "
+                f"{cell(v['redelivery_delay_s'])} | {fmt(v['window_s'])} |"
+            )
+    r = s["worker_loss"].get("generated_rabbitmq_main") or {}
+    if r.get("reps"):
+        lines.append(
+            f"| rabbitmq | main | generated | {cell(r['lost'])} | {cell(r['executions'])} | - | - "
+            f"| {cell(r['redelivery_delay_s'])} | - |"
+        )
+    ready = s["ready_s"]
+    rt = s["roundtrip_ms"]
+    probe = s["probe"]
+    lines += [
+        "",
+        "### The booted service",
+        "",
+        f"Ready after start, median of {ready['reps']}: "
+        + ", ".join(f"{role} {fmt(v)} s" for role, v in ready["per_role_median"].items())
+        + f"; all roles {fmt(ready['all_roles_median'])} s (per rep "
+        f"{cell(ready['all_roles_per_rep'])}); `alembic upgrade head` before it "
+        f"{fmt(ready['migrate_s_median'])} s.",
+        "",
+        f"HTTP round trip (POST /health/celery/roundtrip, poll GET every 5 ms until SUCCESS), "
+        f"n={rt['n']}: p50 {fmt(rt['p50'], 1)} ms, p90 {fmt(rt['p90'], 1)} ms, "
+        f"p99 {fmt(rt['p99'], 1)} ms, max {fmt(rt['max'], 1)} ms.",
+        "",
+        "| liveness check | calls | wall ms median (max) | CPU ms median | peak RSS MiB | "
+        "exit codes |",
+        "|---|---|---|---|---|---|",
+    ]
+    labels = {
+        "python_startup": "`python -c pass` (interpreter start-up floor)",
+        "probe": "`python -m <pkg>.probes worker`",
+        "ping_service_app": "`celery --app <pkg>.worker:worker_app inspect ping -d <node>`",
+        "ping_minimal_app": "`celery --app bench_stock inspect ping -d <node>` (minimal app)",
+    }
+    for kind, label in labels.items():
+        v = probe[kind]
+        lines.append(
+            f"| {label} | {v['n']} | {fmt(v['wall_ms_median'], 1)} ({fmt(v['wall_ms_max'], 1)}) "
+            f"| {fmt(v['cpu_ms_median'], 1)} | {fmt(v['max_rss_mib_median'], 1)} | "
+            f"{cell(v['exit_codes'])} |"
+        )
+    lines.append("")
+    lines.append(
+        f"Probe imports beyond the standard library: "
+        f"{', '.join(probe.get('third_party_imports') or []) or 'none'}; exit code with a "
+        f"missing heartbeat file: {cell(probe.get('missing_heartbeat_exit'))}."
+    )
+    load = {
+        **(raw.get("driver", {}).get("load") or {}),
+        **(raw.get("driver_rabbitmq", {}).get("load") or {}),
+    }
+    if load:
+        lines += [
+            "",
+            "### Load during each section (whole machine, from /proc)",
+            "",
+            "| section | seconds | CPU busy % | CPU steal % | loadavg before → after (1 min) |",
+            "|---|---|---|---|---|",
+        ]
+        for name, v in load.items():
+            lines.append(
+                f"| {name} | {fmt(v['seconds'], 0)} | {fmt(v['cpu_busy_percent'], 0)} | "
+                f"{fmt(v['steal_percent'], 1)} | {v['loadavg_before'][0]} → "
+                f"{v['loadavg_after'][0]} |"
+            )
+    errors = raw.get("errors") or []
+    if errors:
+        lines += ["", "### Failed measurements", ""]
+        lines += [f"- {e['scenario']}: {e['error']}" for e in errors]
+    return "\n".join(lines) + "\n"
+
+
+def main(argv: list[str]) -> int:
+    path = Path(argv[1] if len(argv) > 1 else Path(__file__).parent / "results" / "latest.json")
+    data = json.loads(path.read_text())
+    raw = data.get("raw", data)
+    summary = summarize(raw)
+    print(markdown(raw, summary))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))

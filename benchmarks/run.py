@@ -1,0 +1,360 @@
+"""Benchmark the generated service against stock Celery: one command, every metric.
+
+    uv run python benchmarks/run.py            # full: 3+ repetitions, ~15-20 minutes
+    uv run python benchmarks/run.py --quick    # CI smoke: 1 repetition, under 5 minutes
+
+It renders the template (Redis broker, and RabbitMQ for the redelivery metric), installs
+each rendering with `uv sync`, starts a throwaway redis-server on a free 127.0.0.1 port and
+a RabbitMQ vhost of its own on 127.0.0.1:5672, then runs benchmarks/driver.py inside the
+rendered service's venv (STOCK and GENERATED share that venv's celery). It writes
+results/latest.json and results/latest.md (or --out DIR) and prints the table.
+Every process it starts is stopped by PID, also on failure or Ctrl-C.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+import report
+from procs import (
+    LOOPBACK,
+    BenchError,
+    Registry,
+    cpu_times,
+    free_port,
+    loadavg,
+    steal_percent,
+    wait_for,
+)
+
+BENCH_DIR = Path(__file__).resolve().parent
+REPO = BENCH_DIR.parent
+PACKAGE = "example_service"
+# The variants measured: SQLite keeps the database out of the picture (no server needed).
+REDIS_ANSWERS = ["database=sqlite", "use_kubernetes=false"]
+RABBITMQ_ANSWERS = ["broker=rabbitmq", *REDIS_ANSWERS]
+
+FULL = {
+    "reps": 3,
+    # Throughput is the noisiest figure on a shared 2-vCPU machine: more repetitions.
+    "throughput_reps": 5,
+    "noop_tasks": 5000,
+    "hol_scenarios": ["hol1", "hol3"],
+    "hol": {"long_s": 6.0, "shorts": 8, "short_s": 0.05, "gap_s": 0.25},
+    # TASK_TIME_LIMIT=10 → visibility timeout 25 s; the main-kill window adds kombu's
+    # ~100 s restore sweep (10 s interval x throttle 10) plus slack.
+    "loss": {
+        "tasks": 6,
+        "task_s": 2.0,
+        "time_limit": 10,
+        "window_child_s": 30,
+        "window_main_s": 150,
+    },
+    "boot_reps": 3,
+    "boot_timeout_s": 60,
+    "roundtrips": 10,
+    "probe_calls": 20,
+    "ping_calls": 5,
+    "copier_reps": 3,
+}
+QUICK = {
+    "reps": 1,
+    "noop_tasks": 1000,
+    "hol_scenarios": ["hol3"],
+    "hol": {"long_s": 4.0, "shorts": 6, "short_s": 0.05, "gap_s": 0.25},
+    "loss": {
+        "tasks": 6,
+        "task_s": 2.0,
+        "time_limit": 10,
+        "window_child_s": 20,
+        "window_main_s": 35,
+    },
+    "boot_reps": 1,
+    "boot_timeout_s": 60,
+    "roundtrips": 5,
+    "probe_calls": 5,
+    "ping_calls": 2,
+    "copier_reps": 2,
+}
+
+
+def log(message: str) -> None:
+    print(f"[bench] {message}", flush=True)
+
+
+def copier_argv(dst: Path, answers: list[str]) -> list[str]:
+    copier = Path(sys.executable).parent / "copier"
+    argv = [
+        str(copier) if copier.exists() else "copier",
+        "copy",
+        "--defaults",
+        "--vcs-ref",
+        "HEAD",
+        "--quiet",
+    ]
+    for answer in answers:
+        argv += ["-d", answer]
+    return [*argv, str(REPO), str(dst)]
+
+
+def run(argv: list[str], timeout: float, cwd: Path | None = None, env=None) -> float:
+    """Run a command to completion (bounded); return its wall time; raise on failure."""
+    started = time.perf_counter()
+    completed = subprocess.run(
+        argv, cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
+    if completed.returncode:
+        raise BenchError(f"{' '.join(argv)} failed:\n{completed.stderr[-3000:]}")
+    return round(time.perf_counter() - started, 3)
+
+
+def render_and_sync(work: Path, name: str, answers: list[str]) -> Path:
+    dst = work / name
+    run(copier_argv(dst, answers), timeout=180)
+    run(["uv", "sync", "--quiet"], timeout=600, cwd=dst)
+    return dst
+
+
+def start_redis(registry: Registry, work: Path) -> int:
+    port = free_port()
+    data = work / "redis"
+    data.mkdir()
+    proc = registry.start(
+        "redis-server",
+        [
+            "redis-server",
+            "--port",
+            str(port),
+            "--bind",
+            LOOPBACK,
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(data),
+            "--databases",
+            "16",
+        ],
+    )
+
+    def pong():
+        out = subprocess.run(
+            ["redis-cli", "-h", LOOPBACK, "-p", str(port), "ping"],
+            capture_output=True,
+            text=True,
+            timeout=5,
+        )
+        return proc.alive() and out.stdout.strip() == "PONG"
+
+    wait_for(pong, 20, "redis-server")
+    return port
+
+
+@contextlib.contextmanager
+def rabbitmq_vhost():
+    """A vhost of our own on the machine's RabbitMQ (guest/guest, 127.0.0.1:5672)."""
+    vhost = f"bench-{uuid.uuid4().hex[:8]}"
+    ctl = shutil.which("rabbitmqctl")
+    if ctl is None:
+        raise BenchError("rabbitmqctl not found")
+    run([ctl, "add_vhost", vhost], timeout=60)
+    try:
+        run([ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], timeout=60)
+        yield f"amqp://guest:guest@{LOOPBACK}:5672/{vhost}"
+    finally:
+        with contextlib.suppress(Exception):
+            run([ctl, "delete_vhost", vhost], timeout=60)
+
+
+def version_of(argv: list[str]) -> str:
+    try:
+        out = subprocess.run(argv, capture_output=True, text=True, timeout=60)
+        return (out.stdout or out.stderr).strip().splitlines()[0]
+    except Exception as error:  # a missing tool is noted, not fatal
+        return f"unknown ({type(error).__name__})"
+
+
+def machine_info(svc: Path) -> dict[str, Any]:
+    py = str(svc / ".venv" / "bin" / "python")
+    versions = subprocess.run(
+        [
+            py,
+            "-c",
+            "import sys,celery,kombu,billiard,redis,flask,gunicorn;"
+            "print(sys.version.split()[0],celery.__version__,kombu.__version__,"
+            "billiard.__version__,redis.__version__,flask.__version__,gunicorn.__version__)",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    ).stdout.split()
+    keys = ["python", "celery", "kombu", "billiard", "redis-py", "flask", "gunicorn"]
+    info: dict[str, Any] = {"nproc": os.cpu_count(), "kernel": platform.release()}
+    info.update(dict(zip(keys, versions, strict=False)))
+    info["redis-server"] = version_of(["redis-server", "--version"])
+    info["rabbitmq"] = version_of(["rabbitmqctl", "version"])
+    with contextlib.suppress(OSError):
+        mem = Path("/proc/meminfo").read_text().splitlines()[0].split()[1]
+        info["memory_gib"] = round(int(mem) / 1024 / 1024, 1)
+    return info
+
+
+def driver(svc: Path, plan: dict[str, Any], work: Path, name: str, timeout: float) -> dict:
+    plan_path = work / f"plan-{name}.json"
+    out_path = work / f"raw-{name}.json"
+    plan_path.write_text(json.dumps(plan, indent=1))
+    python = svc / ".venv" / "bin" / "python"
+    popen = subprocess.Popen(
+        [
+            str(python),
+            str(BENCH_DIR / "driver.py"),
+            "--plan",
+            str(plan_path),
+            "--out",
+            str(out_path),
+        ],
+        cwd=svc,
+        start_new_session=True,
+    )
+    try:
+        popen.wait(timeout=timeout)
+    except subprocess.TimeoutExpired:
+        log(f"driver {name} exceeded {timeout:.0f} s: stopping it")
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(popen.pid, signal.SIGTERM)
+        try:
+            popen.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(popen.pid, signal.SIGKILL)
+            popen.wait(timeout=10)
+    finally:
+        if popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(popen.pid, signal.SIGKILL)
+    if not out_path.exists():
+        return {"errors": [{"scenario": f"driver {name}", "error": "no output (crashed?)"}]}
+    return json.loads(out_path.read_text())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--quick", action="store_true", help="1 repetition, fewer tasks")
+    parser.add_argument("--out", type=Path, default=BENCH_DIR / "results")
+    parser.add_argument(
+        "--plot",
+        action="store_true",
+        help="also draw hol.png with matplotlib (default in full mode)",
+    )
+    parser.add_argument("--no-plot", action="store_true")
+    parser.add_argument("--keep", action="store_true", help="keep the work directory")
+    options = parser.parse_args()
+    cfg = QUICK if options.quick else FULL
+    os.environ.setdefault("PYENV_VERSION", "3.11.7:3.12.1:3.13.0")
+    started, cpu_before, load_before = time.time(), cpu_times(), loadavg()
+    work = Path(tempfile.mkdtemp(prefix="bench-"))
+    registry = Registry(work / "logs")
+    raw: dict[str, Any] = {"mode": "quick" if options.quick else "full", "config": cfg}
+
+    def on_signal(signum, _frame):
+        registry.stop_all()
+        sys.exit(128 + signum)
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    try:
+        log(f"work directory {work}")
+        log("timing `copier copy --defaults`")
+        raw["copier_copy_s"] = [
+            run(copier_argv(work / f"copier-{i}", []), timeout=180)
+            for i in range(cfg["copier_reps"])
+        ]
+        log("rendering and installing the Redis and RabbitMQ variants")
+        svc = render_and_sync(work, "svc-redis", REDIS_ANSWERS)
+        svc_rmq = render_and_sync(work, "svc-rabbitmq", RABBITMQ_ANSWERS)
+        raw["machine"] = machine_info(svc)
+        port = start_redis(registry, work)
+        log(f"redis-server on {LOOPBACK}:{port}")
+        plan = {
+            "service_dir": str(svc),
+            "work_dir": str(work / "driver"),
+            "redis_port": port,
+            "package": PACKAGE,
+            "mode": "redis",
+            "config": cfg,
+        }
+        raw["driver"] = driver(svc, plan, work, "redis", timeout=3600)
+        try:
+            with rabbitmq_vhost() as amqp_url:
+                plan_rmq = dict(
+                    plan,
+                    service_dir=str(svc_rmq),
+                    mode="rabbitmq",
+                    amqp_url=amqp_url,
+                    work_dir=str(work / "driver-rmq"),
+                )
+                raw["driver_rabbitmq"] = driver(svc_rmq, plan_rmq, work, "rabbitmq", 900)
+        except BenchError as error:
+            raw["driver_rabbitmq"] = {"errors": [{"scenario": "rabbitmq", "error": str(error)}]}
+    finally:
+        registry.stop_all()
+        raw["errors"] = [
+            *(raw.get("driver", {}).get("errors") or []),
+            *(raw.get("driver_rabbitmq", {}).get("errors") or []),
+        ]
+        machine = raw.setdefault("machine", {})
+        machine["cpu_steal_percent_whole_run"] = steal_percent(cpu_before, cpu_times())
+        machine["loadavg_start"] = load_before
+        machine["loadavg_end"] = loadavg()
+        raw["duration_s"] = round(time.time() - started)
+        raw["finished_at"] = time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime())
+        if not options.keep:
+            shutil.rmtree(work, ignore_errors=True)
+    summary = report.summarize(raw)
+    result = {"summary": summary, "raw": raw}
+    options.out.mkdir(parents=True, exist_ok=True)
+    (options.out / "latest.json").write_text(json.dumps(result, indent=1, default=str) + "\n")
+    table = report.markdown(raw, summary)
+    (options.out / "latest.md").write_text(table)
+    print(table)
+    if options.plot or (not options.quick and not options.no_plot):
+        plot(options.out)
+    return 0
+
+
+def plot(out: Path) -> None:
+    """Draw hol.png with matplotlib through uvx (nothing added to the project)."""
+    argv = [
+        "uvx",
+        "--with",
+        "matplotlib",
+        "python",
+        str(BENCH_DIR / "plot.py"),
+        str(out / "latest.json"),
+        str(out / "hol.png"),
+    ]
+    try:
+        run(argv, timeout=300)
+        log(f"wrote {out / 'hol.png'}")
+    except Exception as error:  # the plot is optional: say how to draw it
+        log(f"plot skipped ({error}); run: {' '.join(argv)}")
+
+
+if __name__ == "__main__":
+    sys.exit(main())
