@@ -16,6 +16,19 @@ LOG_TAIL_LINES = 40
 POLL_SECONDS = 0.2
 
 
+def close_all(closers: list[tuple[str, Callable[[], object] | None]]) -> list[str]:
+    """Call every (name, closer), going on after a failure; return what failed."""
+    errors = []
+    for name, closer in closers:
+        if closer is None:
+            continue
+        try:
+            closer()
+        except Exception as error:  # keep tearing down the rest
+            errors.append(f"{name}: {error!r}")
+    return errors
+
+
 def _stat(pid: int) -> tuple[int, int, int] | None:
     """Return (parent pid, process group, start time in ticks) of a live process, else None."""
     try:

@@ -22,7 +22,7 @@ from typing import Any
 import requests
 from rendering import rendered_answers, run
 
-from .processes import Process, tail, wait_for
+from .processes import Process, close_all, tail, wait_for
 from .servers import (
     HOST,
     PostgresDatabase,
@@ -302,23 +302,14 @@ class Stack:
 
     def close(self) -> None:
         """Kill every process by PID, then stop and remove the servers; never raises early."""
-        errors = []
-        for process in self.processes.values():
-            try:
-                process.kill()
-            except Exception as error:  # keep tearing down the rest
-                errors.append(f"{process.name}: {error!r}")
-        for closer in (
-            self.broker.close if self.broker is not None else None,
-            self.results.stop if self.results is not None else None,
-            self.database.close if self.database is not None else None,
-        ):
-            if closer is None:
-                continue
-            try:
-                closer()
-            except Exception as error:  # keep tearing down the rest
-                errors.append(f"{closer!r}: {error!r}")
+        errors = close_all([(p.name, p.kill) for p in self.processes.values()])
+        errors += close_all(
+            [
+                ("broker", self.broker.close if self.broker is not None else None),
+                ("results", self.results.stop if self.results is not None else None),
+                ("database", self.database.close if self.database is not None else None),
+            ]
+        )
         if errors:
             raise AssertionError("teardown failed:\n" + "\n".join(errors))
 

@@ -46,7 +46,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote, unquote, urlsplit, urlunsplit
 
-from boot.processes import process_group, tail
+from boot.processes import close_all, process_group, tail
 from boot.servers import (
     DEFAULT_REDIS_URL,
     HOST,
@@ -390,19 +390,13 @@ class Servers:
 
     def close(self) -> list[str]:
         """Stop and drop every server; return what failed (teardown goes on)."""
-        errors = []
-        for closer in (
-            self.rabbit.close if self.rabbit is not None else None,
-            self.redis.stop if self.redis is not None else None,
-            self.database.close if self.database is not None else None,
-        ):
-            if closer is None:
-                continue
-            try:
-                closer()
-            except Exception as error:  # keep tearing down the rest
-                errors.append(f"{closer!r}: {error!r}")
-        return errors
+        return close_all(
+            [
+                ("rabbitmq", self.rabbit.close if self.rabbit is not None else None),
+                ("redis", self.redis.stop if self.redis is not None else None),
+                ("database", self.database.close if self.database is not None else None),
+            ]
+        )
 
 
 def retarget(file_url: str, server_url: str) -> tuple[str, list[str]]:

@@ -21,7 +21,7 @@ from typing import Any
 
 import requests
 import yaml
-from boot.processes import Process, tail, wait_for
+from boot.processes import Process, close_all, tail, wait_for
 from boot.servers import HOST
 from deploy_commands import (
     compose_processes,
@@ -427,12 +427,7 @@ class DeployedRun:
 
     def close(self) -> None:
         """Kill every process by PID (its group and recorded children), then the servers."""
-        errors = []
-        for process in self.processes.values():
-            try:
-                process.kill()
-            except Exception as error:  # keep tearing down the rest
-                errors.append(f"{process.name}: {error!r}")
+        errors = close_all([(p.name, p.kill) for p in self.processes.values()])
         if self.servers is not None:
             errors += self.servers.close()
         if errors:
