@@ -149,17 +149,22 @@ def service_commands(project: Path) -> dict[str, Any]:
     dev group provides the one third-party import on that path (kombu, for the queues).
     """
     package = project_answers(project)["package_name"]
-    completed = subprocess.run(
-        [sys.executable, "-m", f"{package}.entrypoints"],
+    completed = run_with_service_source(project, ["-m", f"{package}.entrypoints"])
+    if completed.returncode != 0:
+        raise AssertionError(f"python -m {package}.entrypoints failed:\n{completed.stderr}")
+    return json.loads(completed.stdout)
+
+
+def run_with_service_source(project: Path, arguments: list[str]) -> subprocess.CompletedProcess:
+    """Run this interpreter on a rendered project's src/ (its kombu-only modules need no venv)."""
+    return subprocess.run(
+        [sys.executable, *arguments],
         cwd=project,
         env={**os.environ, "PYTHONPATH": str(project / "src")},
         capture_output=True,
         text=True,
         timeout=60,
     )
-    if completed.returncode != 0:
-        raise AssertionError(f"python -m {package}.entrypoints failed:\n{completed.stderr}")
-    return json.loads(completed.stdout)
 
 
 def service_grace_period(project: Path, task_time_limit: int) -> int:
@@ -169,14 +174,7 @@ def service_grace_period(project: Path, task_time_limit: int) -> int:
         f"from {package}.celery_profile import grace_period_seconds; "
         f"print(grace_period_seconds({task_time_limit}))"
     )
-    completed = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=project,
-        env={**os.environ, "PYTHONPATH": str(project / "src")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    completed = run_with_service_source(project, ["-c", code])
     if completed.returncode != 0:
         raise AssertionError(f"{code} failed:\n{completed.stderr}")
     return int(completed.stdout.strip())

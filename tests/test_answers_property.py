@@ -11,6 +11,7 @@ import tempfile
 from pathlib import Path
 
 import pytest
+from deploy_support import run_with_service_source
 from hypothesis import HealthCheck, event, given, settings
 from hypothesis import strategies as st
 from rendering import render
@@ -58,14 +59,7 @@ def _check_rendered(project: Path) -> None:
     package = next((project / "src").iterdir()).name
     # The modules Flower and the deployment tooling load need only kombu.
     code = f"import {package}.celery_routing, {package}.celery_profile, {package}.entrypoints"
-    result = subprocess.run(
-        [sys.executable, "-c", code],
-        cwd=project,
-        env={**os.environ, "PYTHONPATH": str(project / "src")},
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    result = run_with_service_source(project, ["-c", code])
     assert result.returncode == 0, result.stderr
 
 
