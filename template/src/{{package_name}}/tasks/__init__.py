@@ -1,1 +1,1 @@
-"""Task modules; only the worker and beat import them all (celery_apps.TASK_MODULES)."""
+"""Task modules; only the worker and beat import them all (celery.apps.TASK_MODULES)."""

@@ -1,4 +1,5 @@
-"""The task base class: refuses to publish through any app but the process's own."""
+"""The task base class: runs in the Flask app context, guards redeliveries, and refuses to
+publish through any app but the process's own."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from celery import Celery, Task
+from celery.utils.time import get_exponential_backoff_interval
 
 _process_app: Celery | None = None
 
@@ -58,12 +60,41 @@ def _seconds_ahead(options: dict[str, Any]) -> float:
 class ServiceTask(Task):
     """Run inside the Flask app context and publish only through the process's app."""
 
+    # Celery's own defaults (celery.app.autoretry), declared so the guard's retry reads the
+    # same policy; a task's decorator options (autoretry_for=..., retry_backoff=...) override them.
+    autoretry_for: tuple[type[BaseException], ...] = ()
+    retry_backoff: bool | int = False
+    retry_backoff_max = 600
+    retry_jitter = True
+
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         flask_app = getattr(self.app, "flask_app", None)
         if flask_app is None:
             return self.run(*args, **kwargs)
         with flask_app.app_context():
+            try:
+                if not self.should_run(*args, **kwargs):
+                    return None
+            except self.autoretry_for as error:
+                # The guard failed the way the body may fail (e.g. the database is down):
+                # retry with the task's own policy, the one autoretry_for applies to run().
+                raise self.retry(exc=error, countdown=self.retry_countdown()) from error
             return self.run(*args, **kwargs)
+
+    def should_run(self, *args: Any, **kwargs: Any) -> bool:
+        """Return False to skip this delivery before any work (the at-least-once guard)."""
+        return True
+
+    def retry_countdown(self) -> int:
+        """Return the next retry's delay under the task's retry options, as autoretry does."""
+        if not self.retry_backoff:
+            return self.default_retry_delay
+        return get_exponential_backoff_interval(
+            factor=int(max(1.0, float(self.retry_backoff))),
+            retries=self.request.retries,
+            maximum=self.retry_backoff_max,
+            full_jitter=self.retry_jitter,
+        )
 
     def apply_async(
         self,
