@@ -1,19 +1,33 @@
-"""Fixtures shared by every tier of the template's tests."""
+"""Fixtures shared by every tier of the template's tests, and the one place tiers are marked."""
 
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import pytest
+from support.rendering import render
+from support.variants import Variant
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
+TESTS = Path(__file__).resolve().parent
 
-from rendering import render
-from variants import Variant, load_variants
 
-SUPPORTED = load_variants("supported")
-UNSUPPORTED = load_variants("unsupported")
+def declared_markers(config: pytest.Config) -> set[str]:
+    """Return the marker names pyproject.toml declares."""
+    return {line.split(":")[0].strip() for line in config.getini("markers")}
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test with its tier: the folder it is in, tests/<tier>/ (before -m selects)."""
+    tiers = declared_markers(config)
+    for item in items:
+        tier = item.path.resolve().relative_to(TESTS).parts[0]
+        if tier not in tiers:
+            raise pytest.UsageError(
+                f"{item.nodeid}: a test belongs in a tier folder tests/<tier>/, one of "
+                f"{sorted(tiers)} (pyproject.toml's markers)"
+            )
+        item.add_marker(tier)
 
 
 @pytest.fixture(scope="session")
@@ -33,8 +47,3 @@ def rendered(render_cache, tmp_path_factory):
         return render_cache[variant.id]
 
     return _rendered
-
-
-def supported_params():
-    """Parametrize a test over every supported variant, with readable ids."""
-    return pytest.mark.parametrize("variant", SUPPORTED, ids=[v.id for v in SUPPORTED])

@@ -1,0 +1,1 @@
+"""Bench tier: the benchmark harness (benchmarks/run.py --quick) runs and reports every metric."""
