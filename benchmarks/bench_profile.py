@@ -12,8 +12,8 @@ import bench_bodies
 from celery import Celery
 
 _package = os.environ.get("BENCH_PACKAGE", "example_service")
-_profile = importlib.import_module(f"{_package}.celery_profile")
-_routing = importlib.import_module(f"{_package}.celery_routing")
+_profile = importlib.import_module(f"{_package}.celery.profile")
+_routing = importlib.import_module(f"{_package}.celery.routing")
 
 app = Celery("bench_profile", broker=os.environ["BENCH_BROKER_URL"])
 app.conf.update(_profile.hardened_settings("redis", _profile.HARD_TIME_LIMIT))

@@ -24,26 +24,22 @@ import subprocess
 import sys
 import tempfile
 import time
-import uuid
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import report
-from procs import (
-    LOOPBACK,
-    BenchError,
-    Registry,
-    cpu_times,
-    free_port,
-    loadavg,
-    steal_percent,
-    wait_for,
-)
-
 BENCH_DIR = Path(__file__).resolve().parent
 REPO = BENCH_DIR.parent
+# The shared support package of the template's tests (throwaway servers, processes). A script
+# run as `python benchmarks/run.py` has only benchmarks/ on its path; the driver gets tests/
+# through PYTHONPATH.
+TESTS_DIR = REPO / "tests"
+sys.path.append(str(TESTS_DIR))
+
+import report  # noqa: E402
+from harness import BenchError  # noqa: E402
+from machine import cpu_times, loadavg, steal_percent  # noqa: E402
+from support.servers import DEFAULT_AMQP_URL, RedisServer, SharedRabbitVhost  # noqa: E402
+
 PACKAGE = "example_service"
 # The variants measured: SQLite keeps the database out of the picture (no server needed).
 REDIS_ANSWERS = ["database=sqlite", "use_kubernetes=false"]
@@ -133,56 +129,20 @@ def render_and_sync(work: Path, name: str, answers: list[str]) -> Path:
     return dst
 
 
-def start_redis(registry: Registry, work: Path) -> int:
-    port = free_port()
-    data = work / "redis"
-    data.mkdir()
-    proc = registry.start(
-        "redis-server",
-        [
-            "redis-server",
-            "--port",
-            str(port),
-            "--bind",
-            LOOPBACK,
-            "--save",
-            "",
-            "--appendonly",
-            "no",
-            "--dir",
-            str(data),
-            "--databases",
-            "16",
-        ],
-    )
-
-    def pong():
-        out = subprocess.run(
-            ["redis-cli", "-h", LOOPBACK, "-p", str(port), "ping"],
-            capture_output=True,
-            text=True,
-            timeout=5,
-        )
-        return proc.alive() and out.stdout.strip() == "PONG"
-
-    wait_for(pong, 20, "redis-server")
-    return port
-
-
 @contextlib.contextmanager
 def rabbitmq_vhost():
     """A vhost of our own on the machine's RabbitMQ (guest/guest, 127.0.0.1:5672)."""
-    vhost = f"bench-{uuid.uuid4().hex[:8]}"
-    ctl = shutil.which("rabbitmqctl")
-    if ctl is None:
+    if shutil.which("rabbitmqctl") is None:
         raise BenchError("rabbitmqctl not found")
-    run([ctl, "add_vhost", vhost], timeout=60)
     try:
-        run([ctl, "set_permissions", "-p", vhost, "guest", ".*", ".*", ".*"], timeout=60)
-        yield f"amqp://guest:guest@{LOOPBACK}:5672/{vhost}"
+        vhost = SharedRabbitVhost(DEFAULT_AMQP_URL, prefix="bench")
+    except AssertionError as error:  # rabbitmqctl refused: reported like any failed step
+        raise BenchError(str(error)) from None
+    try:
+        yield vhost.url()
     finally:
         with contextlib.suppress(Exception):
-            run([ctl, "delete_vhost", vhost], timeout=60)
+            vhost.close()
 
 
 def version_of(argv: list[str]) -> str:
@@ -223,6 +183,8 @@ def driver(svc: Path, plan: dict[str, Any], work: Path, name: str, timeout: floa
     out_path = work / f"raw-{name}.json"
     plan_path.write_text(json.dumps(plan, indent=1))
     python = svc / ".venv" / "bin" / "python"
+    # The driver imports the shared support package from tests/ (stdlib only).
+    pythonpath = os.pathsep.join(filter(None, [str(TESTS_DIR), os.environ.get("PYTHONPATH")]))
     popen = subprocess.Popen(
         [
             str(python),
@@ -233,6 +195,7 @@ def driver(svc: Path, plan: dict[str, Any], work: Path, name: str, timeout: floa
             str(out_path),
         ],
         cwd=svc,
+        env={**os.environ, "PYTHONPATH": pythonpath},
         start_new_session=True,
     )
     try:
@@ -272,11 +235,12 @@ def main() -> int:
     os.environ.setdefault("PYENV_VERSION", "3.11.7:3.12.1:3.13.0")
     started, cpu_before, load_before = time.time(), cpu_times(), loadavg()
     work = Path(tempfile.mkdtemp(prefix="bench-"))
-    registry = Registry(work / "logs")
+    redis_server: RedisServer | None = None
     raw: dict[str, Any] = {"mode": "quick" if options.quick else "full", "config": cfg}
 
     def on_signal(signum, _frame):
-        registry.stop_all()
+        if redis_server is not None:
+            redis_server.close()
         sys.exit(128 + signum)
 
     signal.signal(signal.SIGTERM, on_signal)
@@ -292,8 +256,10 @@ def main() -> int:
         svc = render_and_sync(work, "svc-redis", REDIS_ANSWERS)
         svc_rmq = render_and_sync(work, "svc-rabbitmq", RABBITMQ_ANSWERS)
         raw["machine"] = machine_info(svc)
-        port = start_redis(registry, work)
-        log(f"redis-server on {LOOPBACK}:{port}")
+        redis_server = RedisServer("redis", work)
+        redis_server.start()
+        port = redis_server.port
+        log(redis_server.describe())
         plan = {
             "service_dir": str(svc),
             "work_dir": str(work / "driver"),
@@ -316,7 +282,8 @@ def main() -> int:
         except BenchError as error:
             raw["driver_rabbitmq"] = {"errors": [{"scenario": "rabbitmq", "error": str(error)}]}
     finally:
-        registry.stop_all()
+        if redis_server is not None:
+            redis_server.close()
         raw["errors"] = [
             *(raw.get("driver", {}).get("errors") or []),
             *(raw.get("driver_rabbitmq", {}).get("errors") or []),
