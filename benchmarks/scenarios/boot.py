@@ -240,33 +240,28 @@ def roundtrips(web_port: int, count: int) -> list[float]:
     return samples
 
 
+def inspect_ping(ctx: Context, app: str, node: str) -> list[str]:
+    """`celery --app <app> inspect ping` of one worker node, as an operator would probe it."""
+    return [
+        ctx.bin("celery"),
+        "--app",
+        app,
+        "inspect",
+        "ping",
+        "--destination",
+        node,
+        "--timeout",
+        "5",
+    ]
+
+
 def probe_costs(ctx, env, package, calls, ping_calls) -> dict[str, Any]:
     """Cost of the service's liveness probe vs `celery inspect ping -d <node>`."""
     probe = list(ctx.commands["worker_probe"])
     probe[0] = ctx.bin(probe[0])
     node = f"default@{NODE_HOST}"
-    service_ping = [
-        ctx.bin("celery"),
-        "--app",
-        ctx.commands["worker"]["default"][2],
-        "inspect",
-        "ping",
-        "--destination",
-        node,
-        "--timeout",
-        "5",
-    ]
-    minimal_ping = [
-        ctx.bin("celery"),
-        "--app",
-        "bench_stock",
-        "inspect",
-        "ping",
-        "--destination",
-        node,
-        "--timeout",
-        "5",
-    ]
+    service_ping = inspect_ping(ctx, ctx.commands["worker"]["default"][2], node)
+    minimal_ping = inspect_ping(ctx, "bench_stock", node)
     minimal_env = dict(env, BENCH_BROKER_URL=env["BROKER_URL"])
     out = {
         # The floor: starting the same interpreter and doing nothing.
