@@ -45,11 +45,6 @@ def seconds(duration: str | None, default: float | None = None) -> float:
     return int(parts.group(1) or 0) * 60 + int(parts.group(2) or 0)
 
 
-def grace_period_seconds(task_time_limit: int) -> int:
-    """The grace period copier.yml derives: the hard limit plus a tenth, at least 30 s."""
-    return task_time_limit + max(30, task_time_limit // 10)
-
-
 # --- kustomize -----------------------------------------------------------------------------
 
 

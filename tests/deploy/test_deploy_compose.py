@@ -17,7 +17,7 @@ from .commands import (
     load_compose,
     required_variables,
 )
-from .helpers import TEST_COMPOSE_VARIABLES, grace_period_seconds, seconds
+from .helpers import TEST_COMPOSE_VARIABLES
 
 pytestmark = pytest.mark.timeout(600)
 
@@ -134,17 +134,6 @@ def test_secrets_are_required_and_never_written(variant, rendered):
     for url in re.findall(r"[a-z+]+://[^\s\"']+", text):
         userinfo = url.split("://", 1)[1].split("@", 1)[0] if "@" in url else ""
         assert not userinfo or "${" in userinfo, f"a password is written in {url}"
-
-
-@params_with("use_compose")
-def test_grace_periods_exceed_the_task_time_limit(variant, rendered):
-    """Workers and beat get stop_grace_period = the hard limit plus a margin."""
-    project = rendered(variant)
-    limit = rendered_answers(project)["task_time_limit"]
-    for name, spec in app_services(load_compose(project)).items():
-        if name == "beat" or name.startswith("worker-"):
-            grace = seconds(spec["stop_grace_period"])
-            assert grace == grace_period_seconds(limit) > limit, name
 
 
 @params_with("use_compose")

@@ -17,7 +17,6 @@ from .helpers import (
     component_sets,
     components,
     consumed_queue,
-    grace_period_seconds,
     pod_spec,
     workloads,
 )
@@ -191,19 +190,6 @@ def test_beat_is_a_single_replica_recreated_never_rolled(variant, rendered):
             d["spec"]["scaleTargetRef"]["name"] for d in documents if d["kind"] == "ScaledObject"
         }
         assert not any(target.endswith("-beat") for target in targets)
-
-
-@params_with("use_kubernetes")
-def test_grace_periods_exceed_the_task_time_limit(variant, rendered):
-    """Workers and beat get the hard time limit plus a margin to finish a running task."""
-    project = rendered(variant)
-    limit = rendered_answers(project)["task_time_limit"]
-    for overlay in OVERLAYS:
-        for workload in workloads(built_with_all_components(project, overlay)):
-            if component_of(workload) in ("worker", "beat"):
-                grace = pod_spec(workload)["terminationGracePeriodSeconds"]
-                assert grace == grace_period_seconds(limit)
-                assert grace > limit
 
 
 @params_with("use_kubernetes")

@@ -11,7 +11,7 @@ import re
 
 import pytest
 from support.params import params_with
-from support.rendering import rendered_answers
+from support.rendering import rendered_answers, run_with_service_source
 
 from .commands import app_services, compose_processes, kubernetes_processes, load_compose
 from .helpers import (
@@ -164,3 +164,22 @@ def test_compose_grace_period_is_the_service_grace_period(variant, rendered):
     for name, spec in app_services(load_compose(project)).items():
         if name == "beat" or name.startswith("worker-"):
             assert spec["stop_grace_period"] == expected, name
+
+
+@params_with("use_flower")
+def test_flower_listens_on_the_service_flower_port_everywhere(variant, rendered):
+    """Flower's FLOWER_PORT in compose and Kubernetes is entrypoints.FLOWER_PORT."""
+    project = rendered(variant)
+    answers = rendered_answers(project)
+    completed = run_with_service_source(
+        project,
+        ["-c", f"from {answers['package_name']}.entrypoints import FLOWER_PORT as p; print(p)"],
+    )
+    assert completed.returncode == 0, completed.stderr
+    port = completed.stdout.strip()
+    checked = 0
+    for where, processes in deployment_processes(project):
+        if "flower" in processes:
+            assert str(processes["flower"].env.get("FLOWER_PORT")) == port, where
+            checked += 1
+    assert checked == answers["use_compose"] + answers["use_kubernetes"] * len(OVERLAYS)
