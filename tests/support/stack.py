@@ -100,11 +100,13 @@ class Stack:
 
     def get(self, path: str, *, auth: bool = False, **kwargs: Any) -> requests.Response:
         headers = {"Authorization": f"Bearer {self.token}"} if auth else {}
+        headers |= kwargs.pop("headers", None) or {}
         kwargs.setdefault("timeout", HTTP_TIMEOUT)
         return requests.get(self.web_url + path, headers=headers, **kwargs)
 
     def post(self, path: str, body: Any, *, auth: bool = False, **kwargs: Any):
         headers = {"Authorization": f"Bearer {self.token}"} if auth else {}
+        headers |= kwargs.pop("headers", None) or {}
         kwargs.setdefault("timeout", HTTP_TIMEOUT)
         return requests.post(self.web_url + path, json=body, headers=headers, **kwargs)
 

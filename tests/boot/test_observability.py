@@ -1,0 +1,131 @@
+"""Tier 4, boot: what an operator sees of a booted variant (docs/observability.md).
+
+One variant per broker is booted (module scope) with the service's own commands and
+LOG_FORMAT=json. The tests parse every role's log as JSON and follow one POST /jobs from its
+access line to the worker line that settled the job.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+from urllib.parse import urlsplit
+
+import pytest
+import requests
+from support.stack import Stack, prepare
+from support.variants import SUPPORTED
+
+# The defaults (Redis, PostgreSQL, beat, Flower) and the first RabbitMQ variant.
+OBSERVED = [
+    SUPPORTED[0],
+    next(v for v in SUPPORTED if v.answers.get("broker") == "rabbitmq"),
+]
+pytestmark = [
+    pytest.mark.timeout(600),
+    pytest.mark.parametrize("variant", OBSERVED, ids=[v.id for v in OBSERVED], scope="module"),
+]
+
+JOB_SECONDS = 20
+FIXED_FIELDS = ("timestamp", "level", "logger", "role", "pid", "message")
+
+
+@pytest.fixture(scope="module")
+def stack(variant, rendered, tmp_path_factory):
+    """Boot the variant once with JSON logs; kill every process by PID after."""
+    booted: Stack = prepare(variant.id, rendered(variant), tmp_path_factory.mktemp("observe"))
+    booted.env_overrides = {"all": {"LOG_FORMAT": "json"}}
+    try:
+        booted.boot()
+        yield booted
+    finally:
+        booted.close()
+
+
+def json_lines(stack: Stack, role: str) -> list[dict[str, Any]]:
+    """Return a role's log lines as JSON objects; fail on any line after the first that is not.
+
+    Celery prints its start-up banner (not a log line) before the first one.
+    """
+    lines = stack.processes[role].log.read_text(errors="replace").splitlines()
+    first = next((n for n, line in enumerate(lines) if line.startswith("{")), None)
+    assert first is not None, stack.report(f"{role}: no JSON line")
+    parsed = []
+    for number, line in enumerate(lines[first:], start=first + 1):
+        try:
+            parsed.append(json.loads(line))
+        except json.JSONDecodeError:
+            message = f"{role} log line {number} is not JSON: {line!r}"
+            raise AssertionError(stack.report(message)) from None
+    return parsed
+
+
+def test_every_role_logs_json_lines_with_the_fixed_fields(stack):
+    """Web, each worker, beat and Flower: every log line is JSON with the fixed fields."""
+    stack.get("/health/live")
+    for role in stack.processes:
+        for line in json_lines(stack, role):
+            assert tuple(line)[: len(FIXED_FIELDS)] == FIXED_FIELDS, stack.report(f"{role}: {line}")
+            expected_role = role.split("-")[0]
+            assert line["role"] == expected_role, stack.report(f"{role}: {line}")
+            assert line["timestamp"].endswith("+00:00"), stack.report(f"{role}: {line}")
+
+
+def test_no_password_reaches_a_log(stack):
+    """The broker's and database's passwords appear in no role's log."""
+    for role, process in stack.processes.items():
+        text = process.log.read_text(errors="replace")
+        for name in ("BROKER_URL", "DATABASE_URL", "RESULT_BACKEND_URL"):
+            password = urlsplit(process.env.get(name, "")).password
+            if password:
+                # As it would appear in a URL (the password may equal the user, as guest's).
+                assert f":{password}@" not in text, stack.report(f"{role} logs the {name} password")
+        if "FLOWER_BASIC_AUTH" in process.env:
+            secret = process.env["FLOWER_BASIC_AUTH"].partition(":")[2]
+            assert secret not in text, stack.report(f"{role} logs Flower's password")
+
+
+def test_one_request_id_from_the_access_line_to_the_worker_line_that_settled_the_job(stack):
+    """POST /jobs with X-Request-ID: the web's access line and the settling worker line carry it."""
+    request_id = "boot-observability-1"
+    created = stack.post(
+        "/jobs", {"name": "observed", "duration": 0}, headers={"X-Request-ID": request_id}
+    )
+    assert created.status_code == 202, stack.report(created.text)
+    assert created.headers["X-Request-ID"] == request_id
+    job = created.json()
+    worker = f"worker-{stack.job_queue}"
+    message = f"job {job['id']} succeeded"
+
+    def settled():
+        return [line for line in json_lines(stack, worker) if line["message"] == message]
+
+    (line,) = stack.wait(settled, timeout=JOB_SECONDS, what=f"no worker line '{message}'")
+    assert line["request_id"] == request_id, stack.report(str(line))
+    assert line["task_id"] == job["task_id"], stack.report(str(line))
+    assert line["task_name"].endswith(".jobs.tasks.process_job"), stack.report(str(line))
+    assert line["queue"] == stack.job_queue and line["delivery"] == 1, stack.report(str(line))
+
+    def access():
+        return [
+            line
+            for line in json_lines(stack, "web")
+            if line["logger"] == "gunicorn.access" and line.get("request_id") == request_id
+        ]
+
+    (line,) = stack.wait(access, timeout=JOB_SECONDS, what="no access line with the request id")
+    assert (line["http_method"], line["path"], line["status"]) == ("POST", "/jobs", 202), (
+        stack.report(str(line))
+    )
+
+
+def test_flowers_metrics_ask_for_the_password(stack):
+    """Flower's /metrics answers 401 without credentials, 200 with them; /healthcheck is open."""
+    if "flower" not in stack.processes:
+        return
+    url = stack.flower_url + "/metrics"
+    anonymous = requests.get(url, timeout=10)
+    assert anonymous.status_code == 401, stack.report(f"anonymous: {anonymous.status_code}")
+    allowed = requests.get(url, auth=stack.flower_auth, timeout=10)
+    assert allowed.status_code == 200, stack.report(f"/metrics with auth: {allowed.status_code}")
+    assert requests.get(stack.flower_url + "/healthcheck", timeout=10).status_code == 200
