@@ -79,6 +79,12 @@ def test_project_ruff_format_check_passes(variant, synced):
 
 
 @supported_params()
+def test_project_mypy_passes(variant, synced):
+    """`uv run mypy` (pyproject.toml's [tool.mypy]) finds no type error in the service's src/."""
+    run(["uv", "run", "mypy"], cwd=synced(variant), env=PROJECT_ENV, timeout=CHECK_TIMEOUT)
+
+
+@supported_params()
 def test_project_test_suite_passes(variant, synced):
     """`uv run pytest -q` passes against the real Redis, PostgreSQL and RabbitMQ."""
     completed = run(
