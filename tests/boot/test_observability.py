@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 
 import pytest
 import requests
+from support.servers import HOST
 from support.stack import Stack, prepare
 from support.variants import SUPPORTED
 
@@ -129,3 +130,35 @@ def test_flowers_metrics_ask_for_the_password(stack):
     allowed = requests.get(url, auth=stack.flower_auth, timeout=10)
     assert allowed.status_code == 200, stack.report(f"/metrics with auth: {allowed.status_code}")
     assert requests.get(stack.flower_url + "/healthcheck", timeout=10).status_code == 200
+
+
+def scrape(stack: Stack, role: str) -> str:
+    """Return a role's metrics page (its own port, on loopback)."""
+    response = requests.get(f"http://{HOST}:{stack.metrics_ports[role]}/metrics", timeout=10)
+    assert response.status_code == 200, stack.report(f"{role} /metrics: {response.status_code}")
+    return response.text
+
+
+def test_every_role_serves_its_metrics_on_its_own_port(stack):
+    """Web: requests by route; each worker: its tasks; the default worker: queues; no secret."""
+    stack.post("/jobs", {"name": "measured", "duration": 0})
+    web = scrape(stack, "web")
+    assert 'http_requests_total{method="POST",route="/jobs",status="202"}' in web, stack.report(
+        web[-2000:]
+    )
+    assert "http_request_duration_seconds_bucket" in web
+    worker = f"worker-{stack.job_queue}"
+    stack.wait(
+        lambda: "celery_tasks_succeeded_total{" in scrape(stack, worker),
+        timeout=JOB_SECONDS,
+        what=f"{worker} counted no task",
+    )
+    default = scrape(stack, "worker-default")
+    for family in ("celery_queue_length", "celery_queue_consumers", "celery_broker_up 1.0"):
+        assert family in default, stack.report(f"worker-default lacks {family}")
+    assert 'celery_queue_length{queue="celery"}' in default
+    if "beat" in stack.processes:
+        assert "celery_beat_last_tick_timestamp_seconds" in scrape(stack, "beat")
+    for role in stack.metrics_ports:
+        text = scrape(stack, role)
+        assert "://" not in text and stack.token not in text, stack.report(f"{role} leaks")

@@ -22,6 +22,9 @@ keeps both and changes only what a container gets from its own network and file 
 - WORKER_HEARTBEAT_FILE (workers), BEAT_HEARTBEAT_FILE and BEAT_SCHEDULE_FILE (beat): unset
   in the files, so the service's /tmp/<pkg>-... defaults; here the same names in the role's
   own folder: every container has its own /tmp, two local workers would share one file.
+- METRICS_PORT, METRICS_ADDRESS, METRICS_DIR (web, workers, beat): unset in the files, so
+  every interface, the role's port (9101-9103) and /tmp; here a free port on 127.0.0.1 and the
+  role's own folder, for the same reasons.
 - probe URLs 127.0.0.1:<container port> -> 127.0.0.1:<the free port>: the same mapping.
 
 Everything else (argv, every other variable and value) is the file's, byte for byte.
@@ -70,6 +73,9 @@ WHY = {
     "WORKER_HEARTBEAT_FILE": "the pod's own /tmp",
     "BEAT_HEARTBEAT_FILE": "the pod's own /tmp",
     "BEAT_SCHEDULE_FILE": "the pod's own /tmp",
+    "METRICS_PORT": "a free port on 127.0.0.1 for the container's metrics port",
+    "METRICS_ADDRESS": "loopback only (the service's default is every interface)",
+    "METRICS_DIR": "the pod's own /tmp",
 }
 # URL parts a local run may replace (scheme, driver and query stay the file's).
 URL_PARTS = ("hostname", "port", "username", "password", "path")
@@ -82,6 +88,8 @@ TMP_FILES = {
     },
 }
 FLOWER_DEFAULT_PORT = 5555
+# The service's default metrics port per role kind (entrypoints.METRICS_PORTS).
+METRICS_DEFAULT_PORTS = {"web": 9101, "worker": 9102, "beat": 9103}
 SECRET_NAMES = ("PASSWORD", "SECRET", "TOKEN", "AUTH")
 
 
@@ -384,7 +392,19 @@ def local_role(
     for name, default in TMP_FILES.get(kind, {}).items():
         inside = process.env.get(name) or default.format(package=package)
         overrides[name] = local_path(inside, "/nowhere", project, tmp)
-    for name in ("WEB_BIND", "FLOWER_PORT", "FLOWER_ADDRESS", *TMP_FILES.get(kind, {})):
+    if kind in METRICS_DEFAULT_PORTS:
+        port = int(process.env.get("METRICS_PORT") or METRICS_DEFAULT_PORTS[kind])
+        overrides["METRICS_PORT"] = str(ports.setdefault(port, free_port()))
+        overrides["METRICS_ADDRESS"] = HOST
+        overrides["METRICS_DIR"] = str(tmp / "metrics")
+    metrics_names = ("METRICS_PORT", "METRICS_ADDRESS", "METRICS_DIR")
+    for name in (
+        "WEB_BIND",
+        "FLOWER_PORT",
+        "FLOWER_ADDRESS",
+        *TMP_FILES.get(kind, {}),
+        *metrics_names,
+    ):
         if name in overrides:
             before = process.env.get(name, "(unset)")
             changes.append(Change(process.role, name, before, overrides[name], WHY[name]))

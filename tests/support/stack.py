@@ -68,6 +68,8 @@ class Stack:
     database: Any = None
     web_port: int = 0
     flower_port: int = 0
+    # Each role's metrics port, filled by environments() (Flower's metrics are on its own port).
+    metrics_ports: dict[str, int] = field(default_factory=dict)
     grace_seconds: int = 0
     # Hooks for the fault tier (set before boot(); the boot tier leaves them empty):
     # extra variables per role: key "all", "worker" (every worker) or a role name.
@@ -213,6 +215,12 @@ class Stack:
                 "FLOWER_BASIC_AUTH": ":".join(self.flower_auth),
             }
         for name, env in envs.items():
+            if name not in ("migrate", "flower"):
+                # Each role's metrics listener on a port of its own, on loopback only.
+                self.metrics_ports.setdefault(name, free_port())
+                env["METRICS_ADDRESS"] = HOST
+                env["METRICS_PORT"] = str(self.metrics_ports[name])
+                env["METRICS_DIR"] = str(self.folder / "metrics")
             env.update(self.env_overrides.get("all", {}))
             if name.startswith("worker-"):
                 env.update(self.env_overrides.get("worker", {}))
