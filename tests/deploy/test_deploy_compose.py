@@ -25,6 +25,7 @@ SERVER_CHECKS = {
     "redis": ["CMD", "redis-cli", "ping"],
     "postgres": ["CMD", "pg_isready"],
     "rabbitmq": ["CMD", "rabbitmq-diagnostics"],
+    "prometheus": ["CMD", "wget", "-q", "--spider"],
 }
 
 
@@ -51,7 +52,8 @@ def test_servers_and_roles_match_the_answers(variant, rendered):
     project = rendered(variant)
     answers = rendered_answers(project)
     services = set(load_compose(project)["services"])
-    expected = {"redis", "migrate", "web"}
+    # prometheus: the optional `monitoring` profile (tests/deploy/test_deploy_monitoring.py).
+    expected = {"redis", "migrate", "web", "prometheus"}
     expected |= {f"worker-{queue.replace('_', '-')}" for queue in answers["queues"]}
     expected |= {"rabbitmq"} if answers["broker"] == "rabbitmq" else set()
     expected |= {"postgres"} if answers["database"] == "postgresql" else set()

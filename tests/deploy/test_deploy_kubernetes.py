@@ -25,8 +25,9 @@ pytestmark = pytest.mark.timeout(900)
 
 # The cluster version kubectl here speaks, and the newest schema kubernetes-validate ships.
 KUBERNETES_VERSIONS = ("1.32.0", kubernetes_validate.latest_version())
-# Custom resources: kubernetes-validate has no schema for them; test_keda_* checks them.
-CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication"}
+# Custom resources: kubernetes-validate has no schema for them; test_keda_* and
+# test_deploy_monitoring.py check them.
+CUSTOM_KINDS = {"ScaledObject", "TriggerAuthentication", "PodMonitor", "PrometheusRule"}
 DEPRECATED_KUSTOMIZE_FIELDS = {
     "commonLabels",
     "patchesStrategicMerge",
@@ -47,7 +48,7 @@ def test_every_overlay_builds_with_every_component_combination(variant, rendered
     project = rendered(variant)
     answers = rendered_answers(project)
     assert built(project, "dev") and built(project, "prod")
-    expected_components = {"network-policies"}
+    expected_components = {"network-policies", "monitoring"}
     expected_components |= {"flower"} if answers["use_flower"] else set()
     expected_components |= {"keda-autoscaling"} if answers["broker"] == "redis" else set()
     assert set(components(project)) == expected_components
@@ -57,6 +58,7 @@ def test_every_overlay_builds_with_every_component_combination(variant, rendered
             kinds = [document["kind"] for document in documents]
             assert ("NetworkPolicy" in kinds) == ("network-policies" in subset)
             assert ("ScaledObject" in kinds) == ("keda-autoscaling" in subset)
+            assert ("PodMonitor" in kinds) == ("monitoring" in subset)
             flower = [d for d in workloads(documents) if component_of(d) == "flower"]
             assert len(flower) == (1 if "flower" in subset else 0), (overlay, subset)
             # Every object lands in the overlay's namespace, components' objects included.
