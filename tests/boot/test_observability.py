@@ -2,17 +2,22 @@
 
 One variant per broker is booted (module scope) with the service's own commands and
 LOG_FORMAT=json. The tests parse every role's log as JSON and follow one POST /jobs from its
-access line to the worker line that settled the job.
+access line to the worker line that settled the job; scrape each role's metrics port; and
+run a real Prometheus (Debian's, installed when missing) on loopback that scrapes them all
+and is asked, through its HTTP API, for the jobs, a queue's depth, a failure and the latency.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
 from typing import Any
 from urllib.parse import urlsplit
 
 import pytest
 import requests
+from support.processes import wait_for
+from support.prometheus import PrometheusServer, wait_value
 from support.servers import HOST
 from support.stack import Stack, prepare
 from support.variants import SUPPORTED
@@ -162,3 +167,118 @@ def test_every_role_serves_its_metrics_on_its_own_port(stack):
     for role in stack.metrics_ports:
         text = scrape(stack, role)
         assert "://" not in text and stack.token not in text, stack.report(f"{role} leaks")
+
+
+# --- a real Prometheus scrapes the booted service ------------------------------------------
+
+PROMETHEUS_SECONDS = 60
+QUEUED_JOBS = 4
+QUEUED_JOB_SECONDS = 1.5
+
+
+@pytest.fixture(scope="module")
+def prometheus(stack, tmp_path_factory):
+    """Debian's Prometheus on loopback, scraping every role's metrics port each second, with
+    the service's own alert rules loaded."""
+    jobs: dict[str, list[str]] = {}
+    for role, port in stack.metrics_ports.items():
+        jobs.setdefault(role.split("-")[0], []).append(f"{HOST}:{port}")
+    scrape_configs = [
+        {"job_name": kind, "static_configs": [{"targets": targets, "labels": {"role": kind}}]}
+        for kind, targets in jobs.items()
+    ]
+    server = PrometheusServer(
+        tmp_path_factory.mktemp("prometheus"),
+        scrape_configs,
+        rule_files=[stack.project / "monitoring" / "alerts.yml"],
+    )
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def send_failing_task(stack: Stack) -> None:
+    """Send the no-op task with an argument it does not take, through the worker app's routes."""
+    env = {**stack.role_env("worker-default"), "METRICS_PORT": "0"}
+    code = (
+        f"from {stack.package}.worker import worker_app\n"
+        f"worker_app.send_task('{stack.package}.tasks.diagnostics.noop', args=['unexpected'])\n"
+    )
+    python = str(stack.project / ".venv" / "bin" / "python")
+    completed = subprocess.run(
+        [python, "-c", code], cwd=stack.project, env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert completed.returncode == 0, stack.report(completed.stderr)
+
+
+def test_prometheus_scrapes_every_role_and_sees_jobs_queues_failures_and_latency(stack, prometheus):
+    """Prometheus' HTTP API: jobs counted, a queue's depth back to 0, a failure, latency."""
+    figures: dict[str, Any] = {}
+    targets = wait_for(
+        lambda: (
+            (found := prometheus.targets())
+            and all(t["health"] == "up" for t in found)
+            and len(found) == len(stack.metrics_ports)
+            and found
+        ),
+        timeout=PROMETHEUS_SECONDS,
+        what="not every role's target is up",
+        report=prometheus.describe_targets,
+    )
+    figures["targets up"] = sorted(t["labels"]["job"] for t in targets)
+    posted = 'sum(http_requests_total{method="POST", route="/jobs", status="202"})'
+    received = f'sum(celery_tasks_received_total{{task="{stack.package}.jobs.tasks.process_job"}})'
+    before_posted = prometheus.value(posted) or 0.0
+    before_received = prometheus.value(received) or 0.0
+    for number in range(QUEUED_JOBS):
+        created = stack.post("/jobs", {"name": f"scraped-{number}", "duration": QUEUED_JOB_SECONDS})
+        assert created.status_code == 202, stack.report(created.text)
+    figures["POST /jobs counted"] = wait_value(
+        prometheus, posted, lambda v: v == before_posted + QUEUED_JOBS,
+        timeout=PROMETHEUS_SECONDS, what="the submitted jobs are not counted",
+    ) - before_posted  # fmt: skip
+    depth = f'max(celery_queue_length{{queue="{stack.job_queue}"}})'
+    peak = f'max(max_over_time(celery_queue_length{{queue="{stack.job_queue}"}}[1m]))'
+    figures["job queue depth, peak"] = wait_value(
+        prometheus, peak, lambda v: v >= 1,
+        timeout=PROMETHEUS_SECONDS, what="the job queue never had a waiting message",
+    )  # fmt: skip
+    figures["job queue depth, after"] = wait_value(
+        prometheus, depth, lambda v: v == 0,
+        timeout=PROMETHEUS_SECONDS, what="the job queue's depth did not go back to 0",
+    )  # fmt: skip
+    figures["jobs received by the worker"] = wait_value(
+        prometheus, received, lambda v: v >= before_received + QUEUED_JOBS,
+        timeout=PROMETHEUS_SECONDS, what="the worker did not count the jobs",
+    ) - before_received  # fmt: skip
+    failed = f'sum(celery_tasks_failed_total{{task="{stack.package}.tasks.diagnostics.noop"}})'
+    before_failed = prometheus.value(failed) or 0.0
+    send_failing_task(stack)
+    figures["failed tasks counted"] = wait_value(
+        prometheus, failed, lambda v: v == before_failed + 1,
+        timeout=PROMETHEUS_SECONDS, what="the failed task is not counted",
+    ) - before_failed  # fmt: skip
+    buckets = prometheus.query('http_request_duration_seconds_bucket{route="/jobs"}')
+    assert {b["metric"]["le"] for b in buckets} >= {"0.1", "1.0", "+Inf"}, buckets
+    median = (
+        # Over every request since the start: the cumulative buckets, no rate window.
+        "histogram_quantile(0.5, sum by (le) "
+        '(http_request_duration_seconds_bucket{method="POST", route="/jobs"}))'
+    )
+    figures["POST /jobs p50 seconds"] = wait_value(
+        prometheus, median, lambda v: v > 0,
+        timeout=PROMETHEUS_SECONDS, what="no latency quantile",
+    )  # fmt: skip
+    assert prometheus.value("max(celery_broker_up)") == 1
+    figures["consumers of the job queue"] = prometheus.value(
+        f'max(celery_queue_consumers{{queue="{stack.job_queue}"}})'
+    )
+    figures["alerts firing"] = sorted(
+        a["labels"]["alertname"] for a in prometheus.alerts() if a["state"] == "firing"
+    )
+    print(f"\nPrometheus figures of {stack.variant_id}: {figures}")
+    assert figures["consumers of the job queue"] >= 1
+    assert figures["alerts firing"] == [], figures

@@ -55,7 +55,12 @@ class PrometheusServer:
         self.binary, self.promtool = ensure_prometheus()
         folder.mkdir(parents=True, exist_ok=True)
         config = {
-            "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
+            # The worker of `default` asks the workers who consumes what (1 s) on each scrape.
+            "global": {
+                "scrape_interval": "2s",
+                "scrape_timeout": "1900ms",
+                "evaluation_interval": "2s",
+            },
             "rule_files": [str(path) for path in rule_files],
             "scrape_configs": scrape_configs,
         }
@@ -110,6 +115,13 @@ class PrometheusServer:
         """Return the single value of an instant query, or None when it has no sample."""
         result = self.query(expression)
         return float(result[0]["value"][1]) if result else None
+
+    def describe_targets(self) -> str:
+        """Return each target's job, health and last error, for a failure message."""
+        return "\n".join(
+            f"{t['labels']['job']} {t['scrapeUrl']}: {t['health']} {t.get('lastError', '')}"
+            for t in self.targets()
+        )
 
     def targets(self) -> list[dict[str, Any]]:
         """Return the active scrape targets."""
