@@ -10,7 +10,6 @@ and is asked, through its HTTP API, for the jobs, a queue's depth, a failure and
 from __future__ import annotations
 
 import json
-import subprocess
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -19,7 +18,7 @@ import requests
 from support.processes import wait_for
 from support.prometheus import PrometheusServer, wait_value
 from support.servers import HOST
-from support.stack import Stack, prepare
+from support.stack import Stack, prepare, send_task
 from support.variants import SUPPORTED
 
 # The defaults (Redis, PostgreSQL, beat, Flower) and the first RabbitMQ variant.
@@ -199,21 +198,6 @@ def prometheus(stack, tmp_path_factory):
         server.stop()
 
 
-def send_failing_task(stack: Stack) -> None:
-    """Send the no-op task with an argument it does not take, through the worker app's routes."""
-    env = {**stack.role_env("worker-default"), "METRICS_PORT": "0"}
-    code = (
-        f"from {stack.package}.worker import worker_app\n"
-        f"worker_app.send_task('{stack.package}.tasks.diagnostics.noop', args=['unexpected'])\n"
-    )
-    python = str(stack.project / ".venv" / "bin" / "python")
-    completed = subprocess.run(
-        [python, "-c", code], cwd=stack.project, env=env, capture_output=True, text=True,
-        timeout=60,
-    )  # fmt: skip
-    assert completed.returncode == 0, stack.report(completed.stderr)
-
-
 def test_prometheus_scrapes_every_role_and_sees_jobs_queues_failures_and_latency(stack, prometheus):
     """Prometheus' HTTP API: jobs counted, a queue's depth back to 0, a failure, latency."""
     figures: dict[str, Any] = {}
@@ -256,7 +240,8 @@ def test_prometheus_scrapes_every_role_and_sees_jobs_queues_failures_and_latency
     ) - before_received  # fmt: skip
     failed = f'sum(celery_tasks_failed_total{{task="{stack.package}.tasks.diagnostics.noop"}})'
     before_failed = prometheus.value(failed) or 0.0
-    send_failing_task(stack)
+    # The no-op task with an argument it does not take: its run raises TypeError.
+    send_task(stack, f"{stack.package}.tasks.diagnostics.noop", ["unexpected"])
     figures["failed tasks counted"] = wait_value(
         prometheus, failed, lambda v: v == before_failed + 1,
         timeout=PROMETHEUS_SECONDS, what="the failed task is not counted",

@@ -368,3 +368,18 @@ def probe(stack: Stack, role: str, env: dict[str, str]) -> subprocess.CompletedP
     return subprocess.run(
         argv, cwd=stack.project, env=env, capture_output=True, text=True, timeout=30
     )
+
+
+def send_task(stack: Stack, task: str, args: list[Any]) -> None:
+    """Send a task by name through the worker app's own routes (a subprocess of the service)."""
+    env = {**stack.role_env(f"worker-{stack.worker_queues[0]}"), "METRICS_PORT": "0"}
+    code = (
+        f"from {stack.package}.worker import worker_app\n"
+        f"worker_app.send_task({task!r}, args={args!r})\n"
+    )
+    python = str(stack.project / ".venv" / "bin" / "python")
+    completed = subprocess.run(
+        [python, "-c", code], cwd=stack.project, env=env, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+    assert completed.returncode == 0, stack.report(f"send_task {task}: {completed.stderr}")
