@@ -167,6 +167,11 @@ class Generated(Target):
             RESULT_BACKEND_URL=self.results_url,
             DATABASE_URL=f"sqlite:///{self.ctx.work / 'worker.db'}",
             WORKER_HEARTBEAT_FILE=str(self.ctx.work / f"hb-{time.monotonic_ns()}"),
+            # Several workers at once on one host: no metrics listener (the counters still
+            # count), and none on anything but loopback; each its own metric files.
+            METRICS_PORT="0",
+            METRICS_ADDRESS=HOST,
+            METRICS_DIR=str(self.ctx.work / "metrics"),
             **extra,
         )
 
