@@ -46,6 +46,7 @@ def traced(variant, rendered, sinks, tmp_path_factory):
             # Export within a fraction of a second (the default waits 5 s).
             "OTEL_BSP_SCHEDULE_DELAY": "200",
             "SENTRY_DSN": sinks.dsn,
+            "LOG_FORMAT": "json",
         }
     }
     try:
@@ -83,6 +84,12 @@ def test_one_trace_holds_the_request_the_publish_and_the_worker_run(traced):
     assert run["service"] == f"{stack.answers['project_slug']}-worker"
     # The worker's queries are in the trace too (SQLAlchemy), under the task's run.
     assert any(s["parent_span_id"] == run["span_id"] for s in spans), stack.report(str(spans))
+    # The worker's log line that settled the job names the trace: logs lead to the trace.
+    message = f"job {created.json()['id']} succeeded"
+    log = stack.processes[f"worker-{stack.job_queue}"].log.read_text(errors="replace")
+    (line,) = [json.loads(text) for text in log.splitlines() if message in text]
+    assert line["trace_id"] == request["trace_id"], stack.report(str(line))
+    assert line["span_id"] == run["span_id"], stack.report(str(line))
     print(f"\ntrace {request['trace_id']}: {sorted(by_name)}")
 
 

@@ -101,7 +101,19 @@ class ContextFilter(logging.Filter):
             record.request_id = request_id
         if record.name == "gunicorn.access" and isinstance(record.args, dict):
             _add_access_fields(record, record.args)
+        _add_trace_fields(record)
         return True
+
+
+def _add_trace_fields(record: logging.LogRecord) -> None:
+    """With tracing on (tracing.py), the current span's trace and span ids, to find the trace."""
+    trace = sys.modules.get("opentelemetry.trace")
+    if trace is None:  # tracing is off: OpenTelemetry was never imported
+        return
+    context = trace.get_current_span().get_span_context()
+    if context.is_valid:
+        record.trace_id = format(context.trace_id, "032x")
+        record.span_id = format(context.span_id, "016x")
 
 
 def _add_access_fields(record: logging.LogRecord, atoms: dict) -> None:
@@ -121,7 +133,7 @@ def _add_access_fields(record: logging.LogRecord, atoms: dict) -> None:
 # The fields every line has, in this order, and the record attributes they come from.
 JSON_FIELDS = {"levelname": "level", "name": "logger", "process": "pid"}
 # Context fields the text format appends, in this order, when a line has them.
-CONTEXT_FIELDS = ("request_id", "task_id", "task_name", "queue", "retries", "delivery")
+CONTEXT_FIELDS = ("request_id", "task_id", "task_name", "queue", "retries", "delivery", "trace_id")
 
 
 class ServiceJsonFormatter(JsonFormatter):
