@@ -28,6 +28,8 @@ class Row:
     side_effects: int
     created_at: datetime
     updated_at: datetime
+    task_id: str | None = None
+    error: str | None = None
 
     @property
     def claimed_at(self) -> float:
@@ -47,11 +49,44 @@ class Jobs:
         ids = sorted(set(ids))
         with psycopg.connect(self.dsn, connect_timeout=5) as connection:
             cursor = connection.execute(
-                "SELECT id, status, attempts, side_effects, created_at, updated_at "
-                "FROM jobs WHERE id = ANY(%s)",
+                "SELECT id, status, attempts, side_effects, created_at, updated_at, task_id, "
+                "error FROM jobs WHERE id = ANY(%s)",
                 (ids,),
             )
             return {record[0]: Row(*record) for record in cursor.fetchall()}
+
+    def named(self, prefix: str) -> dict[int, Row]:
+        """Return the rows of every job whose name starts with prefix."""
+        import psycopg
+
+        with psycopg.connect(self.dsn, connect_timeout=5) as connection:
+            ids = [
+                record[0]
+                for record in connection.execute(
+                    "SELECT id FROM jobs WHERE name LIKE %s", (prefix + "%",)
+                ).fetchall()
+            ]
+        return self.rows(ids)
+
+    def active_ids(self) -> list[int]:
+        """Return the ids of the jobs that are queued or running."""
+        import psycopg
+
+        with psycopg.connect(self.dsn, connect_timeout=5) as connection:
+            cursor = connection.execute(
+                "SELECT id FROM jobs WHERE status IN ('queued', 'running') ORDER BY id"
+            )
+            return [record[0] for record in cursor.fetchall()]
+
+    def active(self) -> int:
+        """Return how many jobs are queued or running."""
+        import psycopg
+
+        with psycopg.connect(self.dsn, connect_timeout=5) as connection:
+            cursor = connection.execute(
+                "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')"
+            )
+            return cursor.fetchone()[0]
 
     def count_named(self, prefix: str) -> int:
         """Return how many jobs have a name starting with prefix (stored at all)."""

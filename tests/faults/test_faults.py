@@ -1,21 +1,20 @@
 """Tier 5, faults: kill workers, restart the broker, stop the database, under real load.
 
-One variant per broker (from tests/variants.yml): Redis + PostgreSQL and RabbitMQ + PostgreSQL.
-Each is booted once (tests/support/stack.py) with TASK_TIME_LIMIT=10 for every role (so the Redis
-visibility timeout and restore scan derive to seconds, not an hour), WORKER_CONCURRENCY=2 on
-the job queue's worker, a Redis broker with an fsynced append-only file and a PostgreSQL
-cluster of the test's own (tests/support/servers.py) that may be stopped. Each test submits a
-known set of jobs over HTTP (POST /jobs with a duration), breaks something, and counts the
-outcomes in the jobs table: completed, lost (not succeeded by a bounded deadline), started
-twice (attempts > 1) and side effects twice (side_effects > 1). The figures are printed as a
-table (pytest -s) and written as JSON to pytest's temporary folder. docs/faults.md says what
-each test proves.
+One variant per broker (from tests/variants.yml): Redis + PostgreSQL and RabbitMQ + PostgreSQL,
+each booted once for every fault module (tests/faults/conftest.py; harness.py says how: a
+hard limit of 10 s for every role, so the Redis visibility timeout and restore scan derive to
+seconds, not an hour, two children on the job queue's worker, a Redis broker with an fsynced
+append-only file and a PostgreSQL cluster of the test's own that may be stopped). Each test
+submits a known set of jobs over HTTP (POST /jobs with a duration), breaks something, and
+counts the outcomes in the jobs table: completed, lost (not succeeded by a bounded deadline),
+started twice (attempts > 1) and side effects twice (side_effects > 1). The figures are
+printed as a table (pytest -s) and written as JSON to pytest's temporary folder.
+docs/faults.md says what each test proves.
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import re
 import signal
@@ -29,31 +28,18 @@ from typing import Any
 
 import pytest
 import requests
-from support.processes import Process, children, start_times, still_alive, tail
-from support.servers import PostgresCluster
-from support.stack import Stack, prepare
-from support.variants import SUPPORTED
+from support.processes import children, start_times, still_alive, tail
 
-from .observe import Jobs, Row, Watch, outcome
-from .report import Results
+from .harness import JOB_CONCURRENCY, LOG_SECONDS, Faults
+from .observe import Row, Watch, outcome
 
-# One variant per broker, named by their ids in tests/variants.yml.
-FAULT_VARIANT_IDS = {
-    "redis": "defaults",
-    "rabbitmq": "broker:rabbitmq-use_beat:false-queues:default-task_time_limit:60",
-}
-# Every role gets this hard limit: visibility timeout 25 s, restore scan every 2 s on Redis.
-TIME_LIMIT = 10
-JOB_CONCURRENCY = 2
 RETRY_LINE = re.compile(r"\[([0-9a-f-]{36})\] retry: Retry in (\d+)s")
 RESEND = Path(__file__).resolve().parent / "resend.py"
 
 # Bounds (seconds) of every wait.
 RUNNING_SECONDS = 20
 SETTLE_SECONDS = 40
-QUIET_SECONDS = 60
 CHILD_EXIT_SECONDS = 3
-WORKER_UP_SECONDS = 30
 # A requeued message (child killed, RabbitMQ connection closed) must be claimed again soon:
 # at worst behind the two queued 3 s jobs, and well below the 25 s visibility timeout, so it
 # is the requeue that brought it back, not Redis's restore scan.
@@ -70,147 +56,12 @@ PRODUCER_MAX_POSTS = 200
 DB_DOWN_SECONDS = 8
 DB_RECOVERY_SECONDS = 60
 READY_SECONDS = 30
-LOG_SECONDS = 20
 HOL_LONG = 5.0  # the longest duration the API accepts with TASK_TIME_LIMIT=10
 HOL_SHORT = 0.5
 HOL_SHORTS = 4
 HOL_MAX_WAIT = 1.0
 
-
-def fault_variants():
-    supported = {variant.id: variant for variant in SUPPORTED}
-    missing = [vid for vid in FAULT_VARIANT_IDS.values() if vid not in supported]
-    assert not missing, f"fault variants missing from tests/variants.yml: {missing}"
-    return [supported[vid] for vid in FAULT_VARIANT_IDS.values()]
-
-
-VARIANTS = fault_variants()
-pytestmark = [
-    pytest.mark.timeout(600),
-    pytest.mark.parametrize("variant", VARIANTS, ids=[v.id for v in VARIANTS], scope="module"),
-]
-
-
-# --- the booted variant ------------------------------------------------------------------
-
-
-@dataclass
-class Faults:
-    """A booted variant plus what the fault tests need: the database, the profile, figures."""
-
-    stack: Stack
-    jobs: Jobs
-    profile: dict[str, int]
-    results: Results
-
-    @property
-    def broker(self) -> str:
-        return self.stack.answers["broker"]
-
-    @property
-    def worker(self) -> Process:
-        return self.stack.processes[f"worker-{self.stack.job_queue}"]
-
-    def report(self, headline: str = "") -> str:
-        return self.stack.report(headline) + "\n" + self.stack.database.logs()
-
-    def submit(self, prefix: str, durations: list[float]) -> list[int]:
-        ids = []
-        for index, duration in enumerate(durations):
-            created = self.stack.post("/jobs", {"name": f"{prefix}-{index}", "duration": duration})
-            assert created.status_code == 202, self.report(
-                f"POST /jobs {prefix}-{index}: {created.status_code} {created.text}"
-            )
-            ids.append(created.json()["id"])
-        return ids
-
-    def watch(self, ids: list[int]) -> Watch:
-        return Watch(self.jobs, ids)
-
-    def worker_log(self) -> str:
-        return self.worker.log.read_text(errors="replace")
-
-    def wait_log(self, needle: str, what: str) -> None:
-        self.stack.wait(
-            lambda: needle in self.worker_log(), timeout=LOG_SECONDS, what=what, guard=False
-        )
-
-    def quiet(self) -> None:
-        """Start each test from rest: the job worker runs with its children, no job is active."""
-        worker = self.worker
-        if not worker.alive():
-            self.stack.restart_role(worker.name)
-        self.stack.wait(
-            lambda: len(children(worker.pid)) == JOB_CONCURRENCY,
-            timeout=WORKER_UP_SECONDS,
-            what=f"{worker.name} has not {JOB_CONCURRENCY} pool children",
-        )
-
-        def idle():
-            import psycopg
-
-            with psycopg.connect(self.jobs.dsn, connect_timeout=5) as connection:
-                active = connection.execute(
-                    "SELECT count(*) FROM jobs WHERE status IN ('queued', 'running')"
-                ).fetchone()[0]
-            return active == 0
-
-        self.stack.wait(idle, timeout=QUIET_SECONDS, what="jobs of an earlier test still active")
-
-    def restart_worker(self) -> float:
-        """Start the job worker again with the same command; return seconds until it beats."""
-        worker = self.worker
-        heartbeat = Path(worker.env["WORKER_HEARTBEAT_FILE"])
-        heartbeat.unlink(missing_ok=True)
-        started = time.monotonic()
-        self.stack.restart_role(worker.name)
-        self.stack.wait(
-            heartbeat.exists, timeout=WORKER_UP_SECONDS, what="restarted worker never started"
-        )
-        return round(time.monotonic() - started, 1)
-
-
-def read_profile(stack: Stack, hard_limit: int) -> dict[str, int]:
-    """Derive the timings from the service's own celery.profile for a hard limit."""
-    python = stack.project / ".venv" / "bin" / "python"
-    code = (
-        f"import json; from {stack.package}.celery import profile as p; h = {hard_limit};"
-        "print(json.dumps({'hard_limit': h, 'soft_limit': p.soft_time_limit(h),"
-        " 'visibility_timeout': p.visibility_timeout(h),"
-        " 'restore_scan_interval': p.restore_scan_interval(h),"
-        " 'grace_period_seconds': p.grace_period_seconds(h)}))"
-    )
-    completed = subprocess.run(
-        [str(python), "-c", code], cwd=stack.project, capture_output=True, text=True, timeout=60
-    )
-    assert completed.returncode == 0, completed.stderr
-    return json.loads(completed.stdout)
-
-
-@pytest.fixture(scope="module")
-def faults(variant, rendered, tmp_path_factory):
-    """Boot the variant for faults; stop every process by PID and the servers afterwards."""
-    folder = tmp_path_factory.mktemp("faults")
-    stack = prepare(variant.id, rendered(variant), folder)
-    assert stack.answers["database"] == "postgresql", f"{variant.id}: faults need PostgreSQL"
-    profile = read_profile(stack, TIME_LIMIT)
-    stack.grace_seconds = profile["grace_period_seconds"]
-    stack.env_overrides = {
-        "all": {"TASK_TIME_LIMIT": str(TIME_LIMIT)},
-        f"worker-{stack.job_queue}": {"WORKER_CONCURRENCY": str(JOB_CONCURRENCY)},
-    }
-    stack.persistent_broker = True
-    stack.database_factory = PostgresCluster
-    results = Results(variant.id, stack.answers["broker"], profile)
-    try:
-        stack.boot()
-        yield Faults(stack, Jobs(stack.database.dsn()), profile, results)
-    finally:
-        try:
-            stack.close()
-        finally:
-            path = results.write(tmp_path_factory.getbasetemp() / f"faults-{variant.id}.json")
-            print(f"\n{results.table()}\nboot timings: {stack.timings}\nfigures: {path}")
+pytestmark = pytest.mark.timeout(600)
 
 
 def claim_delays(watch: Watch, rows: dict[int, Row], since: float) -> dict[int, dict]:
@@ -423,7 +274,7 @@ def test_broker_restart_under_load_gives_503_and_loses_nothing(faults):
     vt = faults.profile["visibility_timeout"]
     scan = faults.profile["restore_scan_interval"]
     settle_bound = vt + scan + SETTLE_SECONDS if faults.broker == "redis" else SETTLE_SECONDS * 2
-    rows = watch.settled(settle_bound, faults.report)
+    rows = watch.settled(settle_bound, lambda: faults.explain_lost(accepted) + faults.report())
     drained = round(time.time() - up_at, 1)
     counts = outcome(rows, accepted)
     stored = faults.jobs.count_named(prefix)
