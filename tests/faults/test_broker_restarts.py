@@ -52,7 +52,7 @@ RESTARTS_SECONDS = 180
 SETTLE_SECONDS = 60
 ROLE_UP_SECONDS = 30
 RACE_LINE = "hit a closed channel; retrying once"
-KNOWN_FAILURES_XFAIL = True
+KNOWN_FAILURES_XFAIL = False
 # A worker's main process dying on reconnect (kombu 5.7 raises ValueError for a missing fd
 # where Celery 5.7 catches AttributeError: celery/celery#9250 again; and kombu's Redis channel
 # building a pool on a transport already closed while it restores unacked messages).
