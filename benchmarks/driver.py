@@ -18,8 +18,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness import Context, Generated, Profile, Stock, make_generated_producer
-from scenarios import boot, head_of_line, throughput, worker_loss
+from harness import Context, Generated, Observed, Profile, Stock, make_generated_producer
+from scenarios import boot, head_of_line, http_path, queue_growth, throughput, worker_loss
 from support.servers import HOST
 
 
@@ -52,7 +52,9 @@ def run_redis(ctx: Context, plan: dict[str, Any], out: dict[str, Any]) -> None:
     loss_stock = Stock(ctx, f"redis://{HOST}:{port}/10", events_db=11)
     out["derived"] = derived(package, cfg)
     profile = Profile(ctx, f"redis://{HOST}:{port}/12", events_db=13)
-    throughput.measure(ctx, [stock, generated, profile], cfg, out)
+    observed = Observed(ctx, f"redis://{HOST}:{port}/14", events_db=15, results_db=5)
+    make_generated_producer(observed, package, None)
+    throughput.measure(ctx, [stock, generated, profile, observed], cfg, out)
     head_of_line.measure(ctx, stock, generated, cfg, out)
     worker_loss.measure(ctx, loss_stock, loss_generated, cfg, out)
     boot.measure(ctx, generated, cfg, out)
@@ -75,6 +77,10 @@ def main() -> int:
     try:
         if plan["mode"] == "rabbitmq":
             run_rabbitmq(ctx, plan, out)
+        elif plan["mode"] == "http":
+            http_path.measure(ctx, plan["config"], out)
+        elif plan["mode"] == "queues":
+            queue_growth.measure(ctx, plan["config"], out)
         else:
             run_redis(ctx, plan, out)
     finally:

@@ -63,10 +63,16 @@ class Target:
         self.producer().send_task(name, args=args, queue=queue)
 
     def send_many(self, name: str, args_list: list[list], queue: str) -> None:
+        """Publish as the service's tasks do: result ignored (task_ignore_result=True).
+
+        `send_task` does not read task_ignore_result: without ignore_result=True an app with
+        a result backend (GENERATED's) subscribes to, then unsubscribes from, each task's
+        result channel, ~0.2 ms a publish the service's own `apply_async` never pays.
+        """
         app = self.producer()
         with app.producer_or_acquire() as producer:
             for args in args_list:
-                app.send_task(name, args=args, queue=queue, producer=producer)
+                app.send_task(name, args=args, queue=queue, producer=producer, ignore_result=True)
 
     def events_list(self) -> list[dict[str, Any]]:
         return [json.loads(raw) for raw in self.events.lrange("bench:events", 0, -1)]
@@ -169,16 +175,35 @@ class Generated(Target):
             WORKER_HEARTBEAT_FILE=str(self.ctx.work / f"hb-{time.monotonic_ns()}"),
             # Several workers at once on one host: no metrics listener (the counters still
             # count), and none on anything but loopback; each its own metric files.
-            METRICS_PORT="0",
-            METRICS_ADDRESS=HOST,
-            METRICS_DIR=str(self.ctx.work / "metrics"),
-            **extra,
+            **{
+                "METRICS_PORT": "0",
+                "METRICS_ADDRESS": HOST,
+                "METRICS_DIR": str(self.ctx.work / "metrics"),
+                **extra,
+            },
         )
 
     def producer(self):
         if self._producer is None:
             raise BenchError("make_generated_producer() was not called")
         return self._producer
+
+
+class Observed(Generated):
+    """GENERATED as deployed: JSON logs and a metrics listener (issue 11's cost row).
+
+    GENERATED itself runs with text logs and METRICS_PORT=0; the service has no switch that
+    stops counting, so "off" here means no listener and text lines, the counters still count.
+    """
+
+    name = "observed"
+
+    def worker_env(self, **extra: str) -> dict[str, str]:
+        from support.servers import free_port
+
+        return super().worker_env(
+            **{"LOG_FORMAT": "json", "METRICS_PORT": str(free_port()), **extra}
+        )
 
 
 class Context:

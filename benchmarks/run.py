@@ -44,6 +44,16 @@ PACKAGE = "example_service"
 # The variants measured: SQLite keeps the database out of the picture (no server needed).
 REDIS_ANSWERS = ["database=sqlite", "use_kubernetes=false"]
 RABBITMQ_ANSWERS = ["broker=rabbitmq", *REDIS_ANSWERS]
+# The HTTP path runs on the default variant (PostgreSQL), as a user would deploy it.
+POSTGRES_ANSWERS: list[str] = []
+# The machine's PostgreSQL (trust auth); the HTTP scenario creates databases of its own on it.
+POSTGRES_BASE_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/"
+# Queue-growth variants: N queues (copier.yml allows at most 8).
+QUEUE_LISTS = {
+    1: "[default]",
+    4: "[default, jobs, q2, q3]",
+    8: "[default, jobs, q2, q3, q4, q5, q6, q7]",
+}
 
 DEFAULT_OUT = BENCH_DIR / "results"
 DOCS_PLOT = BENCH_DIR.parent / "docs" / "img" / "hol.png"
@@ -70,6 +80,25 @@ FULL = {
     "probe_calls": 20,
     "ping_calls": 5,
     "copier_reps": 3,
+    "http": {
+        "reps": 3,
+        "clients": 16,
+        "saturation_s": 8,
+        "curve_reps": 2,
+        "curve_s": 6,
+        "curve_shares": [0.25, 0.5, 0.75, 0.9],
+        "fixed_share": 0.5,
+        "e2e_reps": 2,
+        "e2e_jobs": 1000,
+        "settle_timeout_s": 120,
+    },
+    "queues_growth": {
+        "reps": 2,
+        "variants": [1, 4, 8],
+        "publish_tasks": 2000,
+        "health_calls": 3,
+        "doctor_calls": 2,
+    },
 }
 QUICK = {
     "reps": 1,
@@ -89,11 +118,53 @@ QUICK = {
     "probe_calls": 5,
     "ping_calls": 2,
     "copier_reps": 2,
+    "http": {
+        "reps": 1,
+        "clients": 16,
+        "saturation_s": 2,
+        "curve_reps": 1,
+        "curve_s": 3,
+        # One pass: the fixed load right after the saturation, in the same boot, at a rate
+        # well below both (saturation is ~150+ requests/s here).
+        "single_pass_rate": 50,
+        "e2e_reps": 1,
+        "e2e_jobs": 100,
+        "settle_timeout_s": 60,
+    },
+    "queues_growth": {
+        "reps": 1,
+        # The Redis variant already rendered (2 queues) is the baseline: one render less.
+        "variants": [2, 8],
+        "publish_tasks": 300,
+        "health_calls": 2,
+        "doctor_calls": 1,
+    },
 }
 
 
 def log(message: str) -> None:
     print(f"[bench] {message}", flush=True)
+
+
+# The template rendered: a clone of the committed HEAD (set by main), so that uncommitted
+# edits in the working tree never end up in the measured service.
+TEMPLATE = {"path": REPO}
+
+
+def clone_template(work: Path) -> Path:
+    """Clone the repository's HEAD into the work directory; return its path."""
+    clone = work / "template"
+    run(["git", "clone", "--quiet", "--no-hardlinks", str(REPO), str(clone)], timeout=120)
+    TEMPLATE["path"] = clone
+    return clone
+
+
+def postgres_answers() -> bool:
+    import socket
+
+    with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", 5432), timeout=2):
+        return True
+    return False
 
 
 def copier_argv(dst: Path, answers: list[str]) -> list[str]:
@@ -108,7 +179,7 @@ def copier_argv(dst: Path, answers: list[str]) -> list[str]:
     ]
     for answer in answers:
         argv += ["-d", answer]
-    return [*argv, str(REPO), str(dst)]
+    return [*argv, str(TEMPLATE["path"]), str(dst)]
 
 
 def run(argv: list[str], timeout: float, cwd: Path | None = None, env=None) -> float:
@@ -125,7 +196,9 @@ def run(argv: list[str], timeout: float, cwd: Path | None = None, env=None) -> f
 def render_and_sync(work: Path, name: str, answers: list[str]) -> Path:
     dst = work / name
     run(copier_argv(dst, answers), timeout=180)
-    run(["uv", "sync", "--quiet"], timeout=600, cwd=dst)
+    # Bytecode compiled at install, as the image does (UV_COMPILE_BYTECODE=1): the workers run
+    # with PYTHONDONTWRITEBYTECODE=1, so without it every start would compile every module.
+    run(["uv", "sync", "--quiet", "--compile-bytecode"], timeout=600, cwd=dst)
     return dst
 
 
@@ -219,6 +292,62 @@ def driver(svc: Path, plan: dict[str, Any], work: Path, name: str, timeout: floa
     return json.loads(out_path.read_text())
 
 
+def http_run(work: Path, plan: dict[str, Any], cfg: dict[str, Any]) -> dict[str, Any]:
+    """The HTTP path on the default variant (PostgreSQL); an error row when it cannot run."""
+    try:
+        if not postgres_answers():
+            raise BenchError("no PostgreSQL on 127.0.0.1:5432: the HTTP path needs it")
+        log("rendering and installing the default (PostgreSQL) variant")
+        svc = render_and_sync(work, "svc-postgresql", POSTGRES_ANSWERS)
+    except BenchError as error:
+        return {"errors": [{"scenario": "http", "error": str(error)}]}
+    plan_http = dict(
+        plan,
+        service_dir=str(svc),
+        mode="http",
+        postgres_base_url=POSTGRES_BASE_URL,
+        job_queue="jobs",
+        work_dir=str(work / "driver-http"),
+    )
+    return driver(svc, plan_http, work, "http", timeout=1500)
+
+
+def queues_run(
+    work: Path, plan: dict[str, Any], cfg: dict[str, Any], rendered: dict[int, Path]
+) -> dict[str, Any]:
+    """Queue growth: one driver per variant and repetition, the variants interleaved."""
+    growth = cfg["queues_growth"]
+    out: dict[str, Any] = {"errors": [], "runs": {}, "load": {}}
+    services = {}
+    for count in growth["variants"]:
+        if count in rendered:  # a variant with that many queues is already installed
+            services[count] = rendered[count]
+            continue
+        try:
+            log(f"rendering and installing the {count}-queue variant")
+            services[count] = render_and_sync(
+                work, f"svc-queues-{count}", [f"queues={QUEUE_LISTS[count]}"]
+            )
+        except BenchError as error:
+            out["errors"].append({"scenario": f"queues {count}", "error": str(error)})
+    for rep in range(growth["reps"]):
+        order = list(services) if rep % 2 == 0 else list(reversed(services))
+        for count in order:
+            plan_q = dict(
+                plan,
+                service_dir=str(services[count]),
+                mode="queues",
+                rep=rep,
+                work_dir=str(work / f"driver-queues-{count}-{rep}"),
+            )
+            result = driver(services[count], plan_q, work, f"queues-{count}-{rep}", timeout=600)
+            out["errors"] += result.get("errors") or []
+            out["runs"].setdefault(str(count), []).append(result.get("queues_growth"))
+            for name, value in (result.get("load") or {}).items():
+                out["load"][f"{name}_rep{rep}"] = value
+    return out
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--quick", action="store_true", help="1 repetition, fewer tasks")
@@ -247,6 +376,7 @@ def main() -> int:
     signal.signal(signal.SIGINT, on_signal)
     try:
         log(f"work directory {work}")
+        clone_template(work)
         log("timing `copier copy --defaults`")
         raw["copier_copy_s"] = [
             run(copier_argv(work / f"copier-{i}", []), timeout=180)
@@ -281,12 +411,16 @@ def main() -> int:
                 raw["driver_rabbitmq"] = driver(svc_rmq, plan_rmq, work, "rabbitmq", 900)
         except BenchError as error:
             raw["driver_rabbitmq"] = {"errors": [{"scenario": "rabbitmq", "error": str(error)}]}
+        raw["driver_http"] = http_run(work, plan, cfg)
+        raw["driver_queues"] = queues_run(work, plan, cfg, {2: svc})
     finally:
         if redis_server is not None:
             redis_server.close()
         raw["errors"] = [
             *(raw.get("driver", {}).get("errors") or []),
             *(raw.get("driver_rabbitmq", {}).get("errors") or []),
+            *(raw.get("driver_http", {}).get("errors") or []),
+            *(raw.get("driver_queues", {}).get("errors") or []),
         ]
         machine = raw.setdefault("machine", {})
         machine["cpu_steal_percent_whole_run"] = steal_percent(cpu_before, cpu_times())

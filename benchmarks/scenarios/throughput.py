@@ -40,8 +40,9 @@ def measure(ctx: Context, targets: list[Target], cfg: dict, out: dict[str, Any])
     tp = out.setdefault("throughput", {target.name: [] for target in targets})
     with section("throughput")(out):
         for rep in range(cfg.get("throughput_reps", cfg["reps"])):
-            # Rotate the order of the three configurations from one repetition to the next.
-            order = targets[rep % 3 :] + targets[: rep % 3]
+            # Rotate the order of the configurations from one repetition to the next.
+            shift = rep % len(targets)
+            order = targets[shift:] + targets[:shift]
             for target in order:
                 tp[target.name].append(
                     guarded(
