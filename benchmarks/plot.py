@@ -1,7 +1,11 @@
-"""Draw the head-of-line plot: per short task, its extra wait under stock vs generated.
+"""Draw the head-of-line plot, and the HTTP latency curve next to it (http.png).
 
     uvx --with matplotlib python benchmarks/plot.py benchmarks/results/latest.json \
         benchmarks/results/hol.png
+
+hol.png: per short task, its extra wait under stock vs generated. http.png (when the run has
+the HTTP path): POST /jobs p50 and p99 against the offered load, stock vs generated, with the
+saturation of each as a vertical line.
 
 matplotlib is not a project dependency: run.py calls this through uvx.
 """
@@ -17,7 +21,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt
 
-COLORS = {"stock": "#d62728", "generated": "#2ca02c"}
+COLORS = {"stock": "#d62728", "generated": "#2ca02c", "generated-quiet": "#9467bd"}
 
 
 def main(argv: list[str]) -> int:
@@ -57,7 +61,55 @@ def main(argv: list[str]) -> int:
     fig.tight_layout()
     fig.savefig(target, dpi=80)
     print(f"wrote {target} ({target.stat().st_size // 1024} KiB)")
+    http = (raw.get("driver_http") or {}).get("http") or {}
+    if http.get("curve"):
+        http_curve(raw, http, target.with_name("http.png"))
     return 0
+
+
+def http_curve(raw: dict, http: dict, target: Path) -> None:
+    """p50 (solid) and p99 (dashed) of POST /jobs per offered load; saturation as a line."""
+    fig, axis = plt.subplots(figsize=(6.4, 3.8))
+    for name, runs in http["curve"].items():
+        points: dict[float, list[dict]] = {}
+        for run in runs:
+            for point in run or []:
+                points.setdefault(point["offered_per_s"], []).append(point)
+        rates = sorted(points)
+        if not rates:
+            continue
+        color = COLORS.get(name, "#1f77b4")
+
+        def med(values):
+            values = sorted(values)
+            return values[len(values) // 2]
+
+        for key, style in (("p50_ms", "-"), ("p99_ms", "--")):
+            ys = [med(p[key] for p in points[rate]) for rate in rates]
+            axis.plot(rates, ys, style, marker="o", color=color, label=f"{name} {key[:3]}")
+    for name, runs in (http.get("saturation") or {}).items():
+        values = sorted(run["requests_per_s"] for run in runs if run)
+        if values:
+            axis.axvline(
+                values[len(values) // 2],
+                color=COLORS.get(name, "grey"),
+                linestyle=":",
+                linewidth=1,
+                label=f"{name} saturation",
+            )
+    axis.axhline(50, color="black", linestyle="--", linewidth=0.6, label="goal p99 50 ms")
+    axis.set_yscale("log")
+    axis.set_xlabel("offered load (POST /jobs per second, open loop)")
+    axis.set_ylabel("latency (ms, from the scheduled time)")
+    axis.grid(alpha=0.3)
+    axis.legend(fontsize=7, loc="best")
+    fig.suptitle(
+        f"POST /jobs on PostgreSQL, {raw.get('mode', '')} run {raw.get('finished_at', '')}",
+        fontsize=9,
+    )
+    fig.tight_layout()
+    fig.savefig(target, dpi=80)
+    print(f"wrote {target} ({target.stat().st_size // 1024} KiB)")
 
 
 if __name__ == "__main__":
