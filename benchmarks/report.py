@@ -299,6 +299,38 @@ def summarize_queues(d: dict[str, Any]) -> dict[str, Any]:
 def growth_goals(s: dict[str, Any]) -> list[dict[str, Any]]:
     """The rows of issue 14 (HTTP path, memory, growth) and issue 11's cost row."""
     rows = []
+    tp = s["throughput"]
+    st_tp, gen_tp = tp.get("stock") or {}, tp.get("generated") or {}
+    st_pub, gen_pub = (
+        st_tp.get("enqueue_tasks_per_s_median"),
+        gen_tp.get("enqueue_tasks_per_s_median"),
+    )
+    pub_ratio = round(gen_pub / st_pub, 3) if st_pub and gen_pub else None
+    rows.append(
+        {
+            "metric": "publish rate, one producer, Redis (tasks/s; result ignored, as the "
+            "service's tasks publish)",
+            "goal": "ratio ≥ 0.95",
+            "stock": st_pub,
+            "generated": gen_pub,
+            "extra": f"ratio {fmt(pub_ratio)}",
+            "unit": "tasks/s",
+            "verdict": verdict(pub_ratio >= 0.95 if pub_ratio else None),
+        }
+    )
+    st_ready, gen_ready = st_tp.get("worker_ready_s_median"), gen_tp.get("worker_ready_s_median")
+    ready_ratio = round(gen_ready / st_ready, 3) if st_ready and gen_ready else None
+    rows.append(
+        {
+            "metric": "worker ready after start, -c 2, Redis (s; median of the throughput runs)",
+            "goal": "ratio ≤ 1.1",
+            "stock": st_ready,
+            "generated": gen_ready,
+            "extra": f"ratio {fmt(ready_ratio)}",
+            "unit": "s",
+            "verdict": verdict(ready_ratio <= 1.1 if ready_ratio else None),
+        }
+    )
     h = s["http"]
     sat = h.get("saturation") or {}
     ratio = h.get("saturation_ratio")

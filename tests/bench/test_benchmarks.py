@@ -27,7 +27,9 @@ METRICS = (
     "redelivery delay after main-process SIGKILL, RabbitMQ",
     "`copier copy --defaults` wall time",
     "all roles ready after start",
-    # Issue 14: the HTTP path against the Flask docs' pattern (PostgreSQL), memory, growth.
+    # Issue 14: publish and start-up vs stock, the HTTP path vs the Flask docs, memory, growth.
+    "publish rate, one producer",
+    "worker ready after start, -c 2",
     "HTTP POST /jobs saturation",
     "HTTP POST /jobs p50 / p99 at a fixed",
     "end to end: jobs/s",
