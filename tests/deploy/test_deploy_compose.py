@@ -171,3 +171,36 @@ def test_sqlite_shares_one_volume_and_postgres_uses_its_server(variant, rendered
             assert "sqlite-data:/data" in roles[name]["volumes"], name
         else:
             assert url.startswith("postgresql+psycopg://") and "@postgres:5432/" in url
+
+
+@params_with("use_compose")
+def test_override_rebuilds_every_role_that_runs_the_code_on_change(variant, rendered):
+    """`docker compose up --watch`: web, every worker and beat rebuild on src/ and uv.lock."""
+    project = rendered(variant)
+    answers = rendered_answers(project)
+    override = load_compose(project, "compose.override.yaml")["services"]
+    roles = {"web"} | {f"worker-{queue.replace('_', '-')}" for queue in answers["queues"]}
+    roles |= {"beat"} if answers["use_beat"] else set()
+    watched = {name for name, spec in override.items() if "develop" in spec}
+    assert watched == roles
+    for name in roles:
+        assert override[name]["develop"]["watch"] == [
+            {"action": "rebuild", "path": "./src"},
+            {"action": "rebuild", "path": "./uv.lock"},
+        ], name
+
+
+@params_with("use_compose")
+def test_optional_services_sit_behind_their_profiles(variant, rendered):
+    """Flower (`--profile flower`) and Prometheus (`--profile monitoring`) are off by default."""
+    project = rendered(variant)
+    answers = rendered_answers(project)
+    services = load_compose(project)["services"]
+    profiled = {name: spec["profiles"] for name, spec in services.items() if "profiles" in spec}
+    expected = {"prometheus": ["monitoring"]}
+    expected |= {"flower": ["flower"]} if answers["use_flower"] else {}
+    assert profiled == expected
+    # Nothing that starts by default waits for a profiled service.
+    for name, spec in services.items():
+        if name not in profiled:
+            assert not set(spec.get("depends_on", {})) & set(profiled), name

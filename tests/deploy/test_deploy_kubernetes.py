@@ -48,9 +48,8 @@ def test_every_overlay_builds_with_every_component_combination(variant, rendered
     project = rendered(variant)
     answers = rendered_answers(project)
     assert built(project, "dev") and built(project, "prod")
-    expected_components = {"network-policies", "monitoring"}
+    expected_components = {"network-policies", "monitoring", "keda-autoscaling", "web-autoscaling"}
     expected_components |= {"flower"} if answers["use_flower"] else set()
-    expected_components |= {"keda-autoscaling"} if answers["broker"] == "redis" else set()
     assert set(components(project)) == expected_components
     for overlay in OVERLAYS:
         for subset in component_sets(project):
@@ -59,6 +58,7 @@ def test_every_overlay_builds_with_every_component_combination(variant, rendered
             assert ("NetworkPolicy" in kinds) == ("network-policies" in subset)
             assert ("ScaledObject" in kinds) == ("keda-autoscaling" in subset)
             assert ("PodMonitor" in kinds) == ("monitoring" in subset)
+            assert ("HorizontalPodAutoscaler" in kinds) == ("web-autoscaling" in subset)
             flower = [d for d in workloads(documents) if component_of(d) == "flower"]
             assert len(flower) == (1 if "flower" in subset else 0), (overlay, subset)
             # Every object lands in the overlay's namespace, components' objects included.
@@ -284,13 +284,11 @@ def test_services_and_policies_select_the_right_pods(variant, rendered):
 
 
 @params_with("use_kubernetes")
-def test_keda_scales_each_worker_on_its_own_redis_list(variant, rendered):
-    """On Redis, one ScaledObject per worker, on the list its worker consumes, never below 1."""
+def test_keda_scales_each_worker_on_its_own_queue(variant, rendered):
+    """One ScaledObject per worker, on the queue its worker consumes, with the broker's scaler."""
     project = rendered(variant)
     answers = rendered_answers(project)
-    if answers["broker"] != "redis":
-        assert "keda-autoscaling" not in components(project)
-        return
+    broker, slug = answers["broker"], answers["project_slug"]
     documents = built(project, "prod", ("keda-autoscaling",))
     workers = {
         d["metadata"]["name"]: consumed_queue(pod_spec(d)["containers"][0]["command"])
@@ -300,21 +298,75 @@ def test_keda_scales_each_worker_on_its_own_redis_list(variant, rendered):
     scaled = [d for d in documents if d["kind"] == "ScaledObject"]
     (authentication,) = [d for d in documents if d["kind"] == "TriggerAuthentication"]
     assert authentication["apiVersion"] == "keda.sh/v1alpha1"
-    assert (
-        authentication["spec"]["secretTargetRef"][0]["name"] == f"{answers['project_slug']}-secrets"
+    assert authentication["metadata"]["name"] == f"{slug}-{broker}"
+    (secret,) = authentication["spec"]["secretTargetRef"]
+    assert secret["name"] == f"{slug}-secrets"
+    # Redis: KEDA needs host:port; RabbitMQ: the workers' own BROKER_URL (amqp://, vhost in it).
+    expected_secret = (
+        {"parameter": "address", "key": "REDIS_ADDRESS"}
+        if broker == "redis"
+        else {"parameter": "host", "key": "BROKER_URL"}
     )
+    assert {k: secret[k] for k in ("parameter", "key")} == expected_secret
     assert sorted(d["spec"]["scaleTargetRef"]["name"] for d in scaled) == sorted(workers)
+    # Every queue of the answers, once.
+    assert sorted(workers.values()) == sorted(answers["queues"])
     for scaled_object in scaled:
         assert scaled_object["apiVersion"] == "keda.sh/v1alpha1"
         assert scaled_object["spec"]["minReplicaCount"] >= 1
         (trigger,) = scaled_object["spec"]["triggers"]
-        assert trigger["type"] == "redis"
-        assert (
-            trigger["metadata"]["listName"]
-            == workers[scaled_object["spec"]["scaleTargetRef"]["name"]]
-        )
+        assert trigger["type"] == broker
+        queue = workers[scaled_object["spec"]["scaleTargetRef"]["name"]]
+        metadata = trigger["metadata"]
+        if broker == "redis":
+            assert metadata["listName"] == queue
+            assert int(metadata["listLength"]) > 0
+        else:
+            assert metadata["queueName"] == queue
+            assert metadata["mode"] == "QueueLength" and metadata["protocol"] == "amqp"
+            assert int(metadata["value"]) > 0
         assert trigger["authenticationRef"]["name"] == authentication["metadata"]["name"]
-        assert int(trigger["metadata"]["listLength"]) > 0
+
+
+@params_with("use_kubernetes")
+def test_web_autoscaler_targets_the_web_deployment_on_cpu(variant, rendered):
+    """web-autoscaling: an autoscaling/v2 HPA on web's CPU, never below 2, never on beat."""
+    project = rendered(variant)
+    slug = rendered_answers(project)["project_slug"]
+    for overlay in OVERLAYS:
+        documents = built(project, overlay, ("web-autoscaling",))
+        (autoscaler,) = [d for d in documents if d["kind"] == "HorizontalPodAutoscaler"]
+        assert autoscaler["apiVersion"] == "autoscaling/v2"
+        target = autoscaler["spec"]["scaleTargetRef"]
+        (web,) = [d for d in workloads(documents) if component_of(d) == "web"]
+        assert target == {"apiVersion": "apps/v1", "kind": "Deployment", "name": f"{slug}-web"}
+        assert web["metadata"]["name"] == target["name"]
+        assert 2 <= autoscaler["spec"]["minReplicas"] < autoscaler["spec"]["maxReplicas"]
+        (metric,) = autoscaler["spec"]["metrics"]
+        assert metric["resource"]["name"] == "cpu"
+        # Utilization is relative to the request: the pod must have one.
+        assert pod_spec(web)["containers"][0]["resources"]["requests"]["cpu"]
+
+
+@params_with("use_kubernetes")
+def test_migrate_job_deletes_itself_and_the_readme_gives_the_apply_order(variant, rendered):
+    """The finished Job goes away by TTL: no manual delete; the README waits for it, then applies."""
+    project = rendered(variant)
+    slug = rendered_answers(project)["project_slug"]
+    for overlay in OVERLAYS:
+        (job,) = [d for d in built(project, overlay) if d["kind"] == "Job"]
+        assert job["metadata"]["name"] == f"{slug}-migrate"
+        ttl = job["spec"]["ttlSecondsAfterFinished"]
+        assert 60 <= ttl <= 900
+    readme = (project / KUBERNETES / "README.md").read_text()
+    assert "kubectl delete" not in readme and "delete job" not in readme.replace("=delete job", "")
+    order = [
+        f"wait --for=delete job/{slug}-migrate",
+        "kubectl apply -k deploy/kubernetes/overlays/prod",
+        f"wait --for=condition=complete job/{slug}-migrate",
+    ]
+    positions = [readme.index(step) for step in order]
+    assert positions == sorted(positions)
 
 
 @params_with("use_kubernetes")

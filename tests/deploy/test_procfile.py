@@ -122,10 +122,12 @@ def test_make_targets_run_the_documented_commands(variant, rendered):
         "update": [["uvx", "--from", "copier==9.19.1", "copier", "update", "--defaults"]],
     }
     if answers["use_compose"]:
+        # Flower sits behind its compose profile: `up` names it; `down` stops every profile's.
+        flower = ["--profile", "flower"] if answers["use_flower"] else []
         targets |= {
-            "up": [["docker", "compose", "up", "--build", "--wait"]],
+            "up": [["docker", "compose", *flower, "up", "--build", "--wait"]],
             "logs": [["docker", "compose", "logs", "--follow"]],
-            "down": [["docker", "compose", "down"]],
+            "down": [["docker", "compose", *flower, "--profile", "monitoring", "down"]],
         }
     for target, expected in targets.items():
         assert dry_run(project, target) == expected, target
