@@ -113,23 +113,25 @@ def kubernetes_secret(keys: set[str], answers: dict[str, Any]) -> dict[str, str]
 
 
 def kubernetes_documents(project: Path, answers: dict[str, Any]) -> list[dict[str, Any]]:
-    """Build overlays/dev; add components/flower when the variant has Flower and dev lacks it."""
+    """Build overlays/dev, with components/flower and flower-ingress when the variant has Flower.
+
+    flower-ingress sets FLOWER_URL_PREFIX and moves Flower's probes under it: booted here, the
+    probes prove Flower serves /healthcheck under the prefix.
+    """
     overlay = project / KUBERNETES / "overlays" / "dev"
-    documents = kustomize_build(overlay)
-    has_flower = any(doc["metadata"]["name"].endswith("-flower") for doc in documents)
-    if answers["use_flower"] and not has_flower:
-        kustomization_file = overlay / "kustomization.yaml"
-        kustomization = yaml.safe_load(kustomization_file.read_text())
-        # A sibling of dev in the test's copy of the project: the same relative paths.
-        copy = overlay.parent / "dev-with-flower"
-        copy.mkdir(exist_ok=True)
-        kustomization["components"] = [
-            *(kustomization.get("components") or []),
-            "../../components/flower",
-        ]
-        (copy / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
-        documents = kustomize_build(copy)
-    return documents
+    if not answers["use_flower"]:
+        return kustomize_build(overlay)
+    kustomization = yaml.safe_load((overlay / "kustomization.yaml").read_text())
+    listed = list(kustomization.get("components") or [])
+    for name in ("../../components/flower", "../../components/flower-ingress"):
+        if name not in listed:
+            listed.append(name)
+    kustomization["components"] = listed
+    # A sibling of dev in the test's copy of the project: the same relative paths.
+    copy = overlay.parent / "dev-with-flower"
+    copy.mkdir(exist_ok=True)
+    (copy / "kustomization.yaml").write_text(yaml.safe_dump(kustomization, sort_keys=False))
+    return kustomize_build(copy)
 
 
 @dataclass

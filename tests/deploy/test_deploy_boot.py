@@ -3,8 +3,9 @@
 No Docker engine or cluster runs here, so the files' contents are booted as local processes:
 for one supported variant per broker with compose and Kubernetes, each role runs with the argv
 and environment read from compose.yaml, then from `kubectl kustomize overlays/dev` (with
-components/flower), against throwaway servers on 127.0.0.1; then the files' own health checks
-and probes run and must pass, and a job makes the round trip web -> broker -> worker -> DB.
+components/flower and flower-ingress: Flower under its URL prefix), against throwaway servers
+on 127.0.0.1; then the files' own health checks and probes run and must pass, and a job
+makes the round trip web -> broker -> worker -> DB.
 
 What a local run changes (host names, server ports/credentials, bind ports, each pod's /tmp)
 is listed in tests/deploy/boot_environment.py; test_roles_run_the_files_commands checks

@@ -48,8 +48,14 @@ def test_every_overlay_builds_with_every_component_combination(variant, rendered
     project = rendered(variant)
     answers = rendered_answers(project)
     assert built(project, "dev") and built(project, "prod")
-    expected_components = {"network-policies", "monitoring", "keda-autoscaling", "web-autoscaling"}
-    expected_components |= {"flower"} if answers["use_flower"] else set()
+    expected_components = {
+        "network-policies",
+        "monitoring",
+        "keda-autoscaling",
+        "web-autoscaling",
+        "web-ingress",
+    }
+    expected_components |= {"flower", "flower-ingress"} if answers["use_flower"] else set()
     assert set(components(project)) == expected_components
     for overlay in OVERLAYS:
         for subset in component_sets(project):
@@ -164,8 +170,11 @@ def test_every_role_has_probes(variant, rendered):
                 assert liveness["httpGet"]["path"] == "/health/live"
                 assert readiness["httpGet"]["path"] == "/health/ready"
             elif role == "flower":
-                assert liveness["httpGet"]["path"] == "/healthcheck"
-                assert readiness["httpGet"]["path"] == "/healthcheck"
+                # flower-ingress moves every page under its URL prefix, /healthcheck too.
+                env = {v["name"]: v.get("value") for v in container.get("env", [])}
+                prefix = env.get("FLOWER_URL_PREFIX", "")
+                assert liveness["httpGet"]["path"] == f"{prefix}/healthcheck"
+                assert readiness["httpGet"]["path"] == f"{prefix}/healthcheck"
             else:
                 probe = ["python", "-m", f"{package}.probes", role]
                 assert liveness["exec"]["command"] == probe
@@ -349,8 +358,44 @@ def test_web_autoscaler_targets_the_web_deployment_on_cpu(variant, rendered):
 
 
 @params_with("use_kubernetes")
+def test_ingresses_route_to_their_services_named_ports(variant, rendered):
+    """web-ingress: / to the web Service's port; flower-ingress: the prefix to Flower's, with
+    FLOWER_URL_PREFIX and every probe under that same prefix."""
+    project = rendered(variant)
+    answers = rendered_answers(project)
+    slug = answers["project_slug"]
+    with_flower = ("flower", "flower-ingress") if answers["use_flower"] else ()
+    documents = built(project, "prod", (*with_flower, "web-ingress"))
+    services = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Service"}
+    ingresses = {d["metadata"]["name"]: d for d in documents if d["kind"] == "Ingress"}
+    assert set(ingresses) == {f"{slug}-web"} | ({f"{slug}-flower"} if with_flower else set())
+    prefixes = {}
+    for name, ingress in ingresses.items():
+        assert ingress["apiVersion"] == "networking.k8s.io/v1"
+        (rule,) = ingress["spec"]["rules"]
+        assert [rule["host"]] == ingress["spec"]["tls"][0]["hosts"]
+        (path,) = rule["http"]["paths"]
+        backend = path["backend"]["service"]
+        assert backend["name"] == name
+        # The Service's own port, by the name the Service gives it.
+        assert backend["port"]["name"] in {p["name"] for p in services[name]["spec"]["ports"]}
+        assert path["pathType"] == "Prefix"
+        prefixes[name] = path["path"]
+    assert prefixes[f"{slug}-web"] == "/"
+    if not with_flower:
+        return
+    (flower,) = [d for d in workloads(documents) if component_of(d) == "flower"]
+    (container,) = pod_spec(flower)["containers"]
+    prefix = prefixes[f"{slug}-flower"]
+    assert prefix != "/" and not prefix.endswith("/")
+    assert {"name": "FLOWER_URL_PREFIX", "value": prefix} in container["env"]
+    for probe in ("livenessProbe", "readinessProbe", "startupProbe"):
+        assert container[probe]["httpGet"]["path"] == f"{prefix}/healthcheck", probe
+
+
+@params_with("use_kubernetes")
 def test_migrate_job_deletes_itself_and_the_readme_gives_the_apply_order(variant, rendered):
-    """The finished Job goes away by TTL: no manual delete; the README waits for it, then applies."""
+    """The finished Job goes away by TTL, no manual delete; the README waits, then applies."""
     project = rendered(variant)
     slug = rendered_answers(project)["project_slug"]
     for overlay in OVERLAYS:
