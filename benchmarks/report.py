@@ -47,6 +47,21 @@ def fmt(value, digits: int = 2) -> str:
     return str(value)
 
 
+# The roles and processes of the memory row, in the order its figures are printed.
+RSS_ROLES = (
+    ("web", "child"),
+    ("worker", "main"),
+    ("worker", "child"),
+    ("beat", "main"),
+    ("flower", "main"),
+)
+
+
+def _rss_by_role(memory: dict) -> str:
+    """Join each role's peak RSS (MiB) in RSS_ROLES order."""
+    return "/".join(fmt((memory.get(role) or {}).get(part), 0) for role, part in RSS_ROLES)
+
+
 def ok(runs) -> list:
     return [run for run in runs or [] if run]
 
@@ -391,30 +406,8 @@ def growth_goals(s: dict[str, Any]) -> list[dict[str, Any]]:
             "metric": "peak RSS per role after the end-to-end jobs (MiB; web worker / worker "
             "main / worker child / beat / Flower)",
             "goal": "figure (no goal)",
-            "stock": "/".join(
-                fmt((mem_st.get(r) or {}).get(p), 0)
-                for r, p in (
-                    ("web", "child"),
-                    ("worker", "main"),
-                    ("worker", "child"),
-                    ("beat", "main"),
-                    ("flower", "main"),
-                )
-            )
-            if mem_st
-            else None,
-            "generated": "/".join(
-                fmt((mem_gen.get(r) or {}).get(p), 0)
-                for r, p in (
-                    ("web", "child"),
-                    ("worker", "main"),
-                    ("worker", "child"),
-                    ("beat", "main"),
-                    ("flower", "main"),
-                )
-            )
-            if mem_gen
-            else None,
+            "stock": _rss_by_role(mem_st) if mem_st else None,
+            "generated": _rss_by_role(mem_gen) if mem_gen else None,
             "unit": "",
             "verdict": "figure" if mem_gen else "not measured",
         }

@@ -74,7 +74,7 @@ def faults(variant, rendered, tmp_path_factory):
 
 @pytest.fixture(autouse=True)
 def restore_rest_after_a_failed_test(request, faults):
-    """After a failed (or xfailed) test: start dead roles again, cancel the jobs it left.
+    """After a failed test: start dead roles again, cancel the jobs it left.
 
     One lost job or dead worker must fail the test that saw it, not every test after it (each
     starts by waiting for its worker and for no active job). Roles start again with their own
@@ -82,7 +82,7 @@ def restore_rest_after_a_failed_test(request, faults):
     """
     yield
     report = getattr(request.node, "report_call", None)
-    if report is None or not (report.failed or hasattr(report, "wasxfail")):
+    if report is None or not report.failed:
         return
     notes = faults.restart_dead_roles()
     cancelled = faults.cancel_active()
