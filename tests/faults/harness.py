@@ -13,6 +13,7 @@ tests/faults/conftest.py boots each variant once for all fault modules, with:
 
 from __future__ import annotations
 
+import contextlib
 import json
 import subprocess
 import time
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import redis
 from support.processes import Process, children
 from support.stack import Stack
 from support.variants import SUPPORTED
@@ -109,6 +111,28 @@ class Faults:
         self.stack.wait(
             lambda: needle in self.worker_log(), timeout=LOG_SECONDS, what=what, guard=False
         )
+
+    def take_restore_lock_as_a_dead_worker(self) -> None:
+        """Leave Redis's restore-scan lock held, as a worker killed inside its scan does.
+
+        The worker takes the lock for a few ms every scan, so a kill lands inside it now and
+        then; taking it here makes every run the worst case, with the worker's own expiry.
+        """
+        client = redis.Redis.from_url(self.stack.broker.url(), socket_timeout=5)
+        with contextlib.closing(client):
+            client.set(
+                self.profile["restore_lock_key"],
+                "killed-worker",
+                px=int(self.profile["restore_lock_seconds"] * 1000),
+            )
+
+    def restore_state(self) -> str:
+        """Describe Redis's restore lock and unacked index, for a failure report."""
+        client = redis.Redis.from_url(self.stack.broker.url(), socket_timeout=5)
+        with contextlib.closing(client):
+            lock_ttl = client.pttl(self.profile["restore_lock_key"])
+            unacked = client.zrange(self.profile["unacked_index_key"], 0, -1, withscores=True)
+        return f"restore lock ttl {lock_ttl} ms; unacked index (tag, delivered at): {unacked}"
 
     def quiet(self) -> None:
         """Start each test from rest: the job worker runs with its children, no job is active."""
@@ -211,11 +235,16 @@ def read_profile(stack: Stack, hard_limit: int, publish_timeout: float) -> dict[
     """Derive the timings from the service's own celery.profile for a hard limit."""
     python = stack.project / ".venv" / "bin" / "python"
     code = (
-        f"import json; from {stack.package}.celery import profile as p; h = {hard_limit};"
+        "import json; from kombu.transport import redis;"
+        f" from {stack.package}.celery import profile as p; h = {hard_limit};"
         f" t = {publish_timeout!r};"
         "print(json.dumps({'hard_limit': h, 'soft_limit': p.soft_time_limit(h),"
         " 'visibility_timeout': p.visibility_timeout(h),"
         " 'restore_scan_interval': p.restore_scan_interval(h),"
+        " 'restore_lock_seconds': p.hardened_settings('redis', h)['broker_transport_options']"
+        "['unacked_mutex_expire'],"
+        " 'restore_lock_key': redis.Channel.unacked_mutex_key,"
+        " 'unacked_index_key': redis.Channel.unacked_index_key,"
         " 'grace_period_seconds': p.grace_period_seconds(h),"
         " 'max_deliveries': p.MAX_DELIVERIES, 'publish_timeout': t,"
         " 'unpublished_after': p.unpublished_after(t), 'stuck_after': p.stuck_after(h)}))"
