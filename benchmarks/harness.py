@@ -192,8 +192,9 @@ class Generated(Target):
 class Observed(Generated):
     """GENERATED as deployed: JSON logs and a metrics listener (issue 11's cost row).
 
-    GENERATED itself runs with text logs and METRICS_PORT=0; the service has no switch that
-    stops counting, so "off" here means no listener and text lines, the counters still count.
+    GENERATED itself runs with text logs and METRICS_PORT=0: "off" here means no listener and
+    text lines, the counters still count (as deployed). METRICS_ENABLED=false would stop the
+    counting too; this row does not use it.
     """
 
     name = "observed"
