@@ -18,7 +18,15 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from harness import Context, Generated, Observed, Profile, Stock, make_generated_producer
+from harness import (
+    Context,
+    Dark,
+    Generated,
+    Observed,
+    Profile,
+    Stock,
+    make_generated_producer,
+)
 from scenarios import boot, head_of_line, http_path, queue_growth, throughput, worker_loss
 from support.servers import HOST
 
@@ -54,7 +62,10 @@ def run_redis(ctx: Context, plan: dict[str, Any], out: dict[str, Any]) -> None:
     profile = Profile(ctx, f"redis://{HOST}:{port}/12", events_db=13)
     observed = Observed(ctx, f"redis://{HOST}:{port}/14", events_db=15, results_db=5)
     make_generated_producer(observed, package, None)
-    throughput.measure(ctx, [stock, generated, profile, observed], cfg, out)
+    # run.py starts the bench's redis-server with 24 databases: 16 to 18 are this one's.
+    dark = Dark(ctx, f"redis://{HOST}:{port}/16", events_db=17, results_db=18)
+    make_generated_producer(dark, package, None)
+    throughput.measure(ctx, [stock, generated, profile, observed, dark], cfg, out)
     head_of_line.measure(ctx, stock, generated, cfg, out)
     worker_loss.measure(ctx, loss_stock, loss_generated, cfg, out)
     boot.measure(ctx, generated, cfg, out)

@@ -190,12 +190,7 @@ class Generated(Target):
 
 
 class Observed(Generated):
-    """GENERATED as deployed: JSON logs and a metrics listener (issue 11's cost row).
-
-    GENERATED itself runs with text logs and METRICS_PORT=0: "off" here means no listener and
-    text lines, the counters still count (as deployed). METRICS_ENABLED=false would stop the
-    counting too; this row does not use it.
-    """
+    """GENERATED as deployed: JSON logs and a metrics listener (issue 11's cost row, "on")."""
 
     name = "observed"
 
@@ -205,6 +200,16 @@ class Observed(Generated):
         return super().worker_env(
             **{"LOG_FORMAT": "json", "METRICS_PORT": str(free_port()), **extra}
         )
+
+
+class Dark(Generated):
+    """GENERATED with observability off: text logs and METRICS_ENABLED=false (the cost row's
+    "off"): no listener, no signal handlers, nothing counted."""
+
+    name = "dark"
+
+    def worker_env(self, **extra: str) -> dict[str, str]:
+        return super().worker_env(**{"LOG_FORMAT": "text", "METRICS_ENABLED": "false", **extra})
 
 
 class Context:

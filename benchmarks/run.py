@@ -386,7 +386,8 @@ def main() -> int:
         svc = render_and_sync(work, "svc-redis", REDIS_ANSWERS)
         svc_rmq = render_and_sync(work, "svc-rabbitmq", RABBITMQ_ANSWERS)
         raw["machine"] = machine_info(svc)
-        redis_server = RedisServer("redis", work)
+        # Databases past Redis's 16: every target has databases of its own (driver.py).
+        redis_server = RedisServer("redis", work, databases=24)
         redis_server.start()
         port = redis_server.port
         log(redis_server.describe())

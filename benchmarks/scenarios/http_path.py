@@ -9,8 +9,8 @@ interleaved within each repetition:
 
 - saturation: 16 clients back to back, only the web running (jobs wait in the broker);
 - the latency curve: fixed offered loads (fractions of the lower saturation), p50/p99
-  measured from each request's scheduled time; GENERATED-QUIET (text logs, no metrics
-  listener) runs at the middle load too: the observability cost on the HTTP path;
+  measured from each request's scheduled time; GENERATED-QUIET (text logs,
+  METRICS_ENABLED=false) runs at the middle load too: the observability cost on the HTTP path;
 - end to end: every role running (web, worker, beat, Flower; GENERATED also a second Flower
   on the full worker app), N jobs posted, timed until every accepted job is settled; lost
   and duplicated side effects counted from the database; peak RSS of each role at idle and
@@ -218,7 +218,7 @@ class StockHttp(HttpConfig):
 
 
 class GeneratedHttp(HttpConfig):
-    """The service as deployed (JSON logs, a metrics listener); QUIET: text logs, no listener."""
+    """The service as deployed (JSON logs, metrics); QUIET: text logs, METRICS_ENABLED=false."""
 
     def __init__(self, *args, quiet: bool = False, **kwargs) -> None:
         super().__init__(*args, **kwargs)
@@ -241,8 +241,11 @@ class GeneratedHttp(HttpConfig):
             "METRICS_DIR": str(rundir / "metrics"),
             "LOG_FORMAT": "text" if self.quiet else "json",
         }
-        # Each role of one run its own listener port; 0 = no listener (the counters still count).
-        env["METRICS_PORT"] = "0" if self.quiet else str(free_port())
+        if self.quiet:
+            # Observability off: no request hooks, no task signals, no listener.
+            env["METRICS_ENABLED"] = "false"
+        else:
+            env["METRICS_PORT"] = str(free_port())  # each role of one run its own port
         return env
 
     def create_schema(self) -> None:

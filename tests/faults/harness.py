@@ -39,8 +39,9 @@ FAULT_VARIANT_IDS = {
 # Every role gets this hard limit: visibility timeout 25 s, restore scan every 2 s on Redis.
 TIME_LIMIT = 10
 JOB_CONCURRENCY = 2
-# The web waits this long for the broker; a job left without a task id is sweepable after
-# celery.profile.unpublished_after() of it (2 x 2 + 10 = 14 s).
+# The web waits this long for the broker; a keyed job left without a task id is sweepable
+# after celery.profile.unpublished_after() of it (2 x 2 + 10 = 14 s), an unkeyed one (stored
+# with its task id) after stuck_after() (25 + 10 = 35 s), as a message the broker lost.
 PUBLISH_TIMEOUT = 2
 # Beat sends the sweep this often (Redis variant); the RabbitMQ variant has no beat, the
 # tests run `operations sweep` at this pace, as an operator's cron would.

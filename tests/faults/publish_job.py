@@ -5,8 +5,8 @@ Run with the rendered service's interpreter and a worker's environment:
     python publish_job.py <package> <task name> <queue> <job name> <duration>
 
 It creates the job with the service's own job store (`jobs.store.create_job`) inside the
-worker app's Flask app context, sends `<task name>` with the job's id to `<queue>` through
-the worker app's send_task, records the task id on the job as the API does, and prints
+worker app's Flask app context, with its task id chosen first as the API does, sends
+`<task name>` with the job's id to `<queue>` through the worker app's send_task, and prints
 `{"job_id": ..., "task_id": ...}`. The fault tier uses it for tasks the API cannot send (the
 poison task) and for nothing else.
 """
@@ -25,10 +25,9 @@ def main(package: str, task_name: str, queue: str, name: str, duration: str) -> 
     job_store = importlib.import_module(f"{package}.jobs.store")
     with worker_app.flask_app.app_context():
         session = database.get_session()
-        job = job_store.create_job(session, name, float(duration))
         task_id = f"publish-{uuid.uuid4()}"
+        job = job_store.create_job(session, name, float(duration), task_id=task_id)
         worker_app.send_task(task_name, args=[job.id], task_id=task_id, queue=queue)
-        job_store.record_task_id(session, job.id, task_id)
         print(json.dumps({"job_id": job.id, "task_id": task_id}), flush=True)
 
 

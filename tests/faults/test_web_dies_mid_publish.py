@@ -9,8 +9,10 @@ contract are proved through it:
 9. `POST /jobs` answers 503 within PUBLISH_TIMEOUT_SECONDS (plus a little) and stores nothing.
 10. A web process killed while its publish hangs (SIGTERM as a deploy does, SIGKILL as the OOM
     killer does) never leaves a job behind that nothing settles: a 503 left no row; a row left
-    behind (queued, no task id) is re-sent by the sweeper within one sweep interval of becoming
-    sweepable, and succeeds once.
+    behind is queued and never delivered, and the sweeper re-sends it within one sweep interval
+    of becoming sweepable, and it succeeds once. An unkeyed job was stored with its task id (one
+    commit), so it becomes sweepable as a lost message (`stuck_after()`); a keyed job gets its
+    task id only after the publish, so it is the "no task id" case (`unpublished_after()`).
 """
 
 from __future__ import annotations
@@ -136,14 +138,20 @@ def test_black_holed_broker_gives_503_within_publish_timeout(faults, proxy):
 # --- 10. the web killed while its publish hangs -------------------------------------------
 
 
-def post_in_background(faults: Faults, name: str) -> tuple[threading.Thread, dict]:
-    """POST /jobs on a thread; the answer (or the error) lands in the returned dict."""
+def post_in_background(
+    faults: Faults, name: str, key: str | None
+) -> tuple[threading.Thread, dict]:
+    """POST /jobs (with an Idempotency-Key if given) on a thread; the answer lands in the dict."""
     answer: dict = {}
+    headers = {"Idempotency-Key": key} if key else {}
 
     def post():
         try:
             response = faults.stack.post(
-                "/jobs", {"name": name, "duration": JOB_DURATION}, timeout=HTTP_SECONDS
+                "/jobs",
+                {"name": name, "duration": JOB_DURATION},
+                headers=headers,
+                timeout=HTTP_SECONDS,
             )
             answer["code"] = response.status_code
         except requests.RequestException as error:
@@ -154,10 +162,10 @@ def post_in_background(faults: Faults, name: str) -> tuple[threading.Thread, dic
     return thread, answer
 
 
-def kill_web_mid_publish(faults: Faults, name: str, signum: int) -> dict:
+def kill_web_mid_publish(faults: Faults, name: str, signum: int, key: str | None) -> dict:
     """POST a job, wait until its row is committed (the publish now hangs), signal the web."""
     web = faults.web
-    thread, answer = post_in_background(faults, name)
+    thread, answer = post_in_background(faults, name, key)
     faults.stack.wait(
         lambda: faults.jobs.count_named(name) == 1,
         timeout=ROW_SECONDS,
@@ -179,7 +187,8 @@ def kill_web_mid_publish(faults: Faults, name: str, signum: int) -> dict:
         time.sleep(0.1)
     assert exited and not left, faults.report(f"web still running {left}")
     return {
-        "signal": signal.Signals(signum).name,
+        "signal": signal.Signals(signum).name + (" keyed" if key else ""),
+        "keyed": bool(key),
         "answer": answer.get("code", "no answer"),
         "exit_seconds": round(time.monotonic() - killed, 1),
     }
@@ -205,9 +214,15 @@ def sweep_until_settled(faults: Faults, ids: list[int], deadline: float) -> list
     return runs
 
 
+# The web is killed in each way, mid-publish: SIGTERM (a deploy) and SIGKILL (the OOM killer)
+# of an unkeyed request, and SIGKILL of a keyed one.
+KILLS = ((signal.SIGTERM, False), (signal.SIGKILL, False), (signal.SIGKILL, True))
+
+
 def test_web_killed_mid_publish_leaves_nothing_unsettled(faults, proxy):
-    """10. Web killed (SIGTERM, SIGKILL) while its publish hangs: a 503 left no row; each row
-    left behind is re-sent by the sweeper within one sweep interval and succeeds once."""
+    """10. Web killed (SIGTERM, SIGKILL; unkeyed, keyed) while its publish hangs: a 503 left no
+    row; each row left behind is re-sent by the sweeper within one sweep interval of becoming
+    sweepable and succeeds once."""
     faults.quiet()
     stack = faults.stack
     prefix = f"web-dies-{uuid.uuid4().hex[:6]}"
@@ -215,11 +230,11 @@ def test_web_killed_mid_publish_leaves_nothing_unsettled(faults, proxy):
     cases = []
     proxy.black_hole()
     try:
-        for signum in (signal.SIGTERM, signal.SIGKILL):
-            name = f"{prefix}-{signal.Signals(signum).name.lower()}"
+        for signum, keyed in KILLS:
+            name = f"{prefix}-{signal.Signals(signum).name.lower()}{'-keyed' if keyed else ''}"
             if not faults.web.alive():
                 start_web(faults, served_env, ready=False)  # the broker still hangs
-            case = kill_web_mid_publish(faults, name, signum)
+            case = kill_web_mid_publish(faults, name, signum, key=name if keyed else None)
             case["rows"] = faults.jobs.named(name)
             cases.append(case)
     finally:
@@ -229,8 +244,11 @@ def test_web_killed_mid_publish_leaves_nothing_unsettled(faults, proxy):
     web_up = round(time.time() - killed_at, 1)
     (fresh,) = faults.submit(f"{prefix}-fresh", [JOB_DURATION])
     left = {job_id: row for case in cases for job_id, row in case["rows"].items()}
+    # A keyed row has no task id yet (the fast case); an unkeyed one was stored with its task
+    # id, so the sweeper waits as long as for a message the broker lost.
     sweepable = {
-        job_id: row.updated_at.timestamp() + faults.profile["unpublished_after"]
+        job_id: row.updated_at.timestamp()
+        + faults.profile["unpublished_after" if row.task_id is None else "stuck_after"]
         for job_id, row in left.items()
     }
     deadline = max(sweepable.values(), default=time.time()) + SWEEP_INTERVAL + SWEEP_SLACK
@@ -259,16 +277,22 @@ def test_web_killed_mid_publish_leaves_nothing_unsettled(faults, proxy):
         f"{list(recovered.values())} s after the kill",
     )
     for case in cases:
-        # The contract: a 503 stored nothing; whatever else happened, every row left
-        # behind is a queued job without a task id (the sweeper's case).
+        # The contract: a 503 stored nothing; whatever else happened, every row left behind
+        # is a queued job no delivery ever claimed (the sweeper's case): a keyed one without
+        # a task id, an unkeyed one with the task id it was stored with.
         if case["answer"] == 503:
             assert not case["rows"], faults.report(f"a 503 left a row: {case}")
         for row in case["rows"].values():
-            assert row.task_id is None, faults.report(f"{case}: a published job was left")
-    sigkill = cases[-1]
-    assert sigkill["answer"] != 202 and len(sigkill["rows"]) == 1, faults.report(
-        f"SIGKILL mid-publish should leave its job behind: {sigkill}"
-    )
+            assert row.status == "queued" and row.attempts == 0, faults.report(
+                f"{case}: the job left behind was delivered"
+            )
+            assert (row.task_id is None) == case["keyed"], faults.report(
+                f"{case}: task id {row.task_id!r}"
+            )
+    for sigkill in cases[1:]:
+        assert sigkill["answer"] != 202 and len(sigkill["rows"]) == 1, faults.report(
+            f"SIGKILL mid-publish should leave its job behind: {sigkill}"
+        )
     assert counts["lost"] == 0 and counts["completed"] == len(ids), faults.report(str(counts))
     for job_id in left:
         assert rows[job_id].side_effects == 1 and rows[job_id].attempts == 1, faults.report(

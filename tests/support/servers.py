@@ -143,9 +143,12 @@ class RedisServer(ThrowawayServer):
     graceful restart (SIGTERM) brings back every message, as production's appendonly Redis.
     """
 
-    def __init__(self, name: str, folder: Path, *, persistent: bool = False) -> None:
+    def __init__(
+        self, name: str, folder: Path, *, persistent: bool = False, databases: int = 16
+    ) -> None:
         self.name = name
         self.persistent = persistent
+        self.databases = databases
         self.port = free_port()
         self.folder = folder / name
         self.folder.mkdir(parents=True, exist_ok=True)
@@ -161,6 +164,7 @@ class RedisServer(ThrowawayServer):
             "--port", str(self.port),
             "--bind", HOST,
             "--save", "",
+            "--databases", str(self.databases),
             *(
                 ("--appendonly", "yes", "--appendfsync", "always")
                 if self.persistent
