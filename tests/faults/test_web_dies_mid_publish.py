@@ -138,9 +138,7 @@ def test_black_holed_broker_gives_503_within_publish_timeout(faults, proxy):
 # --- 10. the web killed while its publish hangs -------------------------------------------
 
 
-def post_in_background(
-    faults: Faults, name: str, key: str | None
-) -> tuple[threading.Thread, dict]:
+def post_in_background(faults: Faults, name: str, key: str | None) -> tuple[threading.Thread, dict]:
     """POST /jobs (with an Idempotency-Key if given) on a thread; the answer lands in the dict."""
     answer: dict = {}
     headers = {"Idempotency-Key": key} if key else {}
