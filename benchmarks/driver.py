@@ -66,6 +66,7 @@ def run_redis(ctx: Context, plan: dict[str, Any], out: dict[str, Any]) -> None:
     dark = Dark(ctx, f"redis://{HOST}:{port}/16", events_db=17, results_db=18)
     make_generated_producer(dark, package, None)
     throughput.measure(ctx, [stock, generated, profile, observed, dark], cfg, out)
+    throughput.measure_scaling(ctx, [stock, generated], cfg, out)
     head_of_line.measure(ctx, stock, generated, cfg, out)
     worker_loss.measure(ctx, loss_stock, loss_generated, cfg, out)
     boot.measure(ctx, generated, cfg, out)

@@ -123,6 +123,7 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
         round(g["tasks_per_s"] / st["tasks_per_s"], 3) for st, g in pairs if st and g
     ]
     s["throughput"] = tp
+    s["scaling"] = summarize_scaling(d.get("scaling") or {})
 
     # The booted service: readiness, HTTP round trip, probe.
     boots = ok(d.get("boot"))
@@ -207,6 +208,27 @@ def summarize(raw: dict[str, Any]) -> dict[str, Any]:
     s["observability"]["http_p50_ratio"] = round(on / off, 3) if on and off else None
     s["goals"] = goals(s) + growth_goals(s)
     return s
+
+
+def summarize_scaling(raw: dict[str, Any]) -> dict[str, Any]:
+    """Median tasks/s with 1 and 2 worker processes per target, and their ratio."""
+    out = {}
+    for name, by_workers in raw.items():
+        one = median(run["tasks_per_s"] for run in ok(by_workers.get("1")))
+        two = median(run["tasks_per_s"] for run in ok(by_workers.get("2")))
+        out[name] = {
+            "one": one,
+            "two": two,
+            "ratio": round(two / one, 2) if one and two else None,
+            "reps": len(ok(by_workers.get("2"))),
+        }
+    return out
+
+
+def _scaling_cell(v: dict[str, Any] | None) -> str | None:
+    if not v or not v.get("ratio"):
+        return None
+    return f"{fmt(v['one'])} → {fmt(v['two'])} (x{fmt(v['ratio'])})"
 
 
 ROLES = ("web", "worker", "beat", "flower", "flower_full_app")
@@ -379,25 +401,8 @@ def growth_goals(s: dict[str, Any]) -> list[dict[str, Any]]:
     )
     e2e = h.get("end_to_end") or {}
     est, egen = e2e.get("stock") or {}, e2e.get("generated") or {}
-    lost = (egen.get("lost") or []) + (egen.get("duplicated") or [])
-    rows.append(
-        {
-            "metric": "end to end: jobs/s until every accepted job is settled; lost / duplicated "
-            "side effects (from the database, per rep)",
-            "goal": "0 lost, 0 duplicated",
-            "stock": f"{fmt(est.get('jobs_per_s_median'))} jobs/s; lost {cell(est.get('lost'))}, "
-            f"dup {cell(est.get('duplicated'))}"
-            if est
-            else None,
-            "generated": f"{fmt(egen.get('jobs_per_s_median'))} jobs/s (ratio "
-            f"{fmt(h.get('end_to_end_ratio'))}); lost {cell(egen.get('lost'))}, "
-            f"dup {cell(egen.get('duplicated'))}"
-            if egen
-            else None,
-            "unit": "",
-            "verdict": verdict(all(n == 0 for n in lost) if egen.get("reps") else None),
-        }
-    )
+    rows.append(end_to_end_row(e2e, "", "PostgreSQL"))
+    rows.append(end_to_end_row(e2e, "-sqlite", "SQLite"))
     mem_st = ((est.get("memory") or {}).get("memory_after")) or {}
     mem_gen = ((egen.get("memory") or {}).get("memory_after")) or {}
     full = (mem_gen.get("flower_full_app") or {}).get("main")
@@ -424,6 +429,18 @@ def growth_goals(s: dict[str, Any]) -> list[dict[str, Any]]:
             else None,
             "unit": "",
             "verdict": "figure" if broker_only else "not measured",
+        }
+    )
+    scaling = s.get("scaling") or {}
+    rows.append(
+        {
+            "metric": "throughput scaling: 1 → 2 worker processes (-c 2 each) on one queue, Redis, "
+            "2 cores (tasks/s, from when every worker is ready)",
+            "goal": "figure (no goal)",
+            "stock": _scaling_cell(scaling.get("stock")),
+            "generated": _scaling_cell(scaling.get("generated")),
+            "unit": "",
+            "verdict": "figure" if _scaling_cell(scaling.get("generated")) else "not measured",
         }
     )
     growth = s["queues_growth"]
@@ -473,6 +490,28 @@ def growth_goals(s: dict[str, Any]) -> list[dict[str, Any]]:
         }
     )
     return rows
+
+
+def end_to_end_row(e2e: dict[str, Any], suffix: str, database: str) -> dict[str, Any]:
+    """The end-to-end goal row of one database: jobs/s, and nothing lost or duplicated."""
+    est, egen = e2e.get(f"stock{suffix}") or {}, e2e.get(f"generated{suffix}") or {}
+    st, gen = est.get("jobs_per_s_median"), egen.get("jobs_per_s_median")
+    lost = (egen.get("lost") or []) + (egen.get("duplicated") or [])
+    return {
+        "metric": f"end to end, {database}: jobs/s until every accepted job is settled; lost / "
+        "duplicated side effects (from the database, per rep)",
+        "goal": "0 lost, 0 duplicated",
+        "stock": f"{fmt(st)} jobs/s; lost {cell(est.get('lost'))}, "
+        f"dup {cell(est.get('duplicated'))}, HTTP errors {cell(est.get('http_errors'))}"
+        if est
+        else None,
+        "generated": f"{fmt(gen)} jobs/s (ratio {fmt(gen / st if st and gen else None)}); "
+        f"lost {cell(egen.get('lost'))}, dup {cell(egen.get('duplicated'))}"
+        if egen
+        else None,
+        "unit": "",
+        "verdict": verdict(all(n == 0 for n in lost) if egen.get("reps") else None),
+    }
 
 
 def verdict(condition: bool | None) -> str:

@@ -62,6 +62,7 @@ FULL = {
     "reps": 3,
     # Throughput is the noisiest figure on a shared 2-vCPU machine: more repetitions.
     "throughput_reps": 5,
+    "scaling_reps": 2,
     "noop_tasks": 5000,
     "hol_scenarios": ["hol1", "hol3"],
     "hol": {"long_s": 6.0, "shorts": 8, "short_s": 0.05, "gap_s": 0.25},

@@ -14,7 +14,8 @@ interleaved within each repetition:
 - end to end: every role running (web, worker, beat, Flower; GENERATED also a second Flower
   on the full worker app), N jobs posted, timed until every accepted job is settled; lost
   and duplicated side effects counted from the database; peak RSS of each role at idle and
-  after the jobs.
+  after the jobs. Then the same on SQLite (a database file per configuration, the service's
+  SQLite settings for GENERATED, SQLAlchemy's defaults for STOCK).
 """
 
 from __future__ import annotations
@@ -116,9 +117,12 @@ def settled_ids(url: str) -> set[int]:
 class HttpConfig:
     """One configuration of the HTTP path: its roles' commands and environment."""
 
-    def __init__(self, ctx: Context, name: str, broker_db: int, run_tag: str) -> None:
+    def __init__(
+        self, ctx: Context, name: str, broker_db: int, run_tag: str, database: str = "postgresql"
+    ) -> None:
         self.ctx = ctx
         self.name = name
+        self.database = database
         self.broker_url = f"redis://{HOST}:{ctx.redis_port}/{broker_db}"
         self.results_url = f"redis://{HOST}:{ctx.redis_port}/{broker_db + 1}"
         self.db_name = f"bench_{run_tag}_{name.replace('-', '_')}"
@@ -131,11 +135,23 @@ class HttpConfig:
         for url in (self.broker_url, self.results_url):
             redis.Redis.from_url(url).flushdb()
 
+    def sqlite_files(self) -> list[Path]:
+        path = self.ctx.work / f"{self.db_name}.db"
+        return [path, path.with_suffix(".db-wal"), path.with_suffix(".db-shm")]
+
     def prepare_database(self) -> None:
-        self.database_url = fresh_database(self.ctx.plan["postgres_base_url"], self.db_name)
+        if self.database == "sqlite":
+            self.drop()
+            self.database_url = f"sqlite:///{self.sqlite_files()[0]}"
+        else:
+            self.database_url = fresh_database(self.ctx.plan["postgres_base_url"], self.db_name)
         self.create_schema()
 
     def drop(self) -> None:
+        if self.database == "sqlite":
+            for path in self.sqlite_files():
+                path.unlink(missing_ok=True)
+            return
         with contextlib.suppress(Exception):
             drop_database(self.ctx.plan["postgres_base_url"], self.db_name)
 
@@ -584,6 +600,11 @@ def measure(ctx: Context, cfg: dict, out: dict[str, Any]) -> None:
     stock = StockHttp(ctx, "stock", broker_db=0, run_tag=tag)
     generated = GeneratedHttp(ctx, "generated", broker_db=2, run_tag=tag)
     quiet = GeneratedHttp(ctx, "generated-quiet", broker_db=4, run_tag=tag, quiet=True)
+    # End to end on SQLite too: the same two patterns, a database file each.
+    on_sqlite = [
+        StockHttp(ctx, "stock-sqlite", broker_db=6, run_tag=tag, database="sqlite"),
+        GeneratedHttp(ctx, "generated-sqlite", broker_db=8, run_tag=tag, database="sqlite"),
+    ]
     http = out.setdefault("http", {})
     reps = cfg["http"]["reps"]
     single_rate = cfg["http"].get("single_pass_rate")
@@ -628,10 +649,11 @@ def measure(ctx: Context, cfg: dict, out: dict[str, Any]) -> None:
         else:
             measure_curve(ctx, cfg, out, http, sat, (stock, generated, quiet))
         with section("http_end_to_end")(out):
-            e2e = http.setdefault("end_to_end", {"stock": [], "generated": []})
+            e2e = http.setdefault("end_to_end", {})
+            pairs = ((stock, generated), tuple(on_sqlite))
             for rep in range(cfg["http"]["e2e_reps"]):
-                for config in (stock, generated) if rep % 2 == 0 else (generated, stock):
-                    e2e[config.name].append(
+                for config in (c for pair in pairs for c in (pair if rep % 2 == 0 else pair[::-1])):
+                    e2e.setdefault(config.name, []).append(
                         guarded(
                             out["errors"],
                             f"http end-to-end {config.name} {rep}",
@@ -643,5 +665,5 @@ def measure(ctx: Context, cfg: dict, out: dict[str, Any]) -> None:
                         )
                     )
     finally:
-        for config in (stock, generated, quiet):
+        for config in (stock, generated, quiet, *on_sqlite):
             config.drop()

@@ -1,4 +1,8 @@
-"""Throughput: N no-op tasks queued before the worker starts; one worker (-c 2) drains them."""
+"""Throughput: N no-op tasks queued before the worker starts; one worker (-c 2) drains them.
+
+Scaling: the same backlog drained by 1 and by 2 worker processes (-c 2 each) on the queue,
+timed from the moment the last of them is ready: what a second replica adds on this host.
+"""
 
 from __future__ import annotations
 
@@ -33,6 +37,53 @@ def throughput(ctx: Context, target: Target, n: int) -> dict[str, Any]:
         "worker_ready_s": round(ready_s, 2),
         "enqueue_tasks_per_s": round(n / enqueue_s, 1),
     }
+
+
+def scaled(ctx: Context, target: Target, n: int, workers: int) -> dict[str, Any]:
+    """N no-op tasks queued first, then `workers` workers (-c 2 each) drain them together."""
+    target.flush()
+    target.send_many("bench.noop", [[n]] * n, target.short_queue)
+    procs = []
+    try:
+        for index in range(workers):
+            procs.append(start_worker(ctx, target, f"scale{index}")[0])
+        # Counted from here: every worker is ready, whatever the first ones drained before.
+        started, done_before = time.time(), int(target.events.get("bench:count") or 0)
+        wait_for(
+            lambda: target.events.get("bench:last"),
+            timeout=max(60.0, n / 20),
+            what=f"{target.name} x{workers} to finish {n} no-op tasks",
+            interval=0.02,
+        )
+        last = float(target.events.get("bench:last"))
+    finally:
+        for proc in procs:
+            ctx.registry.stop(proc)
+    return {
+        "workers": workers,
+        "tasks_per_s": round((n - done_before) / (last - started), 1),
+        "drained_before_all_ready": done_before,
+    }
+
+
+def measure_scaling(ctx: Context, targets: list[Target], cfg: dict, out: dict[str, Any]) -> None:
+    """1 and 2 worker processes per queue, each target, order rotating per repetition."""
+    runs = out.setdefault("scaling", {t.name: {"1": [], "2": []} for t in targets})
+    with section("scaling")(out):
+        for rep in range(cfg.get("scaling_reps", 1)):
+            for target in targets if rep % 2 == 0 else targets[::-1]:
+                for workers in (1, 2) if rep % 2 == 0 else (2, 1):
+                    runs[target.name][str(workers)].append(
+                        guarded(
+                            out["errors"],
+                            f"scaling {target.name} x{workers} {rep}",
+                            scaled,
+                            ctx,
+                            target,
+                            cfg["noop_tasks"],
+                            workers,
+                        )
+                    )
 
 
 def measure(ctx: Context, targets: list[Target], cfg: dict, out: dict[str, Any]) -> None:
