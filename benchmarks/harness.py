@@ -262,16 +262,18 @@ def make_generated_producer(target: Generated, package: str, time_limit: int | N
 # --------------------------------------------------------------------------- helpers
 
 
-def start_worker(
-    ctx: Context, target: Target, hostname: str, queues=None, **env: str
-) -> tuple[Process, float]:
-    """Start a worker and wait until it logs that it is ready; return (proc, seconds)."""
-    proc = ctx.registry.start(
+def launch_worker(ctx: Context, target: Target, hostname: str, queues=None, **env: str) -> Process:
+    """Start a worker and return at once (wait_ready() waits for it)."""
+    return ctx.registry.start(
         f"{target.name}-{hostname}",
         target.worker_argv(queues, hostname),
         env=target.worker_env(**env),
         cwd=ctx.svc,
     )
+
+
+def wait_ready(ctx: Context, target: Target, proc: Process, hostname: str) -> float:
+    """Wait until a launched worker logs that it is ready; return seconds since its start."""
     try:
         wait_for(
             lambda: READY_MARK in proc.log_text() or not proc.alive(),
@@ -284,7 +286,15 @@ def start_worker(
         raise
     if not proc.alive():
         raise BenchError(f"{target.name} worker {hostname} exited:\n{proc.tail()}")
-    return proc, time.time() - proc.started
+    return time.time() - proc.started
+
+
+def start_worker(
+    ctx: Context, target: Target, hostname: str, queues=None, **env: str
+) -> tuple[Process, float]:
+    """Start a worker and wait until it logs that it is ready; return (proc, seconds)."""
+    proc = launch_worker(ctx, target, hostname, queues, **env)
+    return proc, wait_ready(ctx, target, proc, hostname)
 
 
 def events_by_token(events: list[dict[str, Any]]) -> dict[str, dict[str, list]]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from harness import Context, Target, guarded, section, start_worker
+from harness import Context, Target, guarded, launch_worker, section, start_worker, wait_ready
 from support.processes import wait_for
 
 
@@ -39,14 +39,22 @@ def throughput(ctx: Context, target: Target, n: int) -> dict[str, Any]:
     }
 
 
+# The scaling backlog, in throughput backlogs: long enough that the workers' start is a small
+# part of it.
+SCALING_BACKLOG = 3
+
+
 def scaled(ctx: Context, target: Target, n: int, workers: int) -> dict[str, Any]:
     """N no-op tasks queued first, then `workers` workers (-c 2 each) drain them together."""
     target.flush()
     target.send_many("bench.noop", [[n]] * n, target.short_queue)
     procs = []
     try:
+        # Started together, so they become ready about together.
         for index in range(workers):
-            procs.append(start_worker(ctx, target, f"scale{index}")[0])
+            procs.append(launch_worker(ctx, target, f"scale{index}"))
+        for index, proc in enumerate(procs):
+            wait_ready(ctx, target, proc, f"scale{index}")
         # Counted from here: every worker is ready, whatever the first ones drained before.
         started, done_before = time.time(), int(target.events.get("bench:count") or 0)
         wait_for(
@@ -80,7 +88,7 @@ def measure_scaling(ctx: Context, targets: list[Target], cfg: dict, out: dict[st
                             scaled,
                             ctx,
                             target,
-                            cfg["noop_tasks"],
+                            SCALING_BACKLOG * cfg["noop_tasks"],
                             workers,
                         )
                     )
