@@ -17,6 +17,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def as_utc(moment: datetime) -> datetime:
+    """Return a stored time timezone-aware in UTC (SQLite gives it back naive; it is UTC)."""
+    return moment if moment.tzinfo is not None else moment.replace(tzinfo=UTC)
+
+
 # The Heartbeat row that beat's periodic task updates and /health/celery reports.
 BEAT_HEARTBEAT = "beat"
 
