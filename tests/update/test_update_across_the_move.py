@@ -126,10 +126,11 @@ def test_update_across_the_move_deletes_an_edited_moved_module_and_marks_an_edit
     # 2. The split module: the owner's column is inside an inline conflict in models.py, the
     # file the owner edited; the new jobs/models.py is the template's.
     text = models.read_text()
-    block = CONFLICT_BLOCK.search(text)
-    assert block, text
-    assert OWNER_COLUMN in block["ours"] and "class Job(Base)" in block["ours"], text
-    assert "class Job(" not in block["theirs"], text
+    # git may split the file into several conflict blocks (the template's models.py changes
+    # around the Job class too): the owner's column is on their side of one of them.
+    blocks = list(CONFLICT_BLOCK.finditer(text))
+    assert any(OWNER_COLUMN in block["ours"] for block in blocks), text
+    assert not any("class Job(" in block["theirs"] for block in blocks), text
     assert f"src/{PACKAGE}/models.py" in unmerged, unmerged
     assert f"UU src/{PACKAGE}/models.py" in status, status
     assert "class Job(Base)" in job_models.read_text()
