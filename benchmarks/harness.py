@@ -16,6 +16,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+import bench_bodies
 import redis
 from machine import busy_percent, cpu_times, loadavg, steal_percent
 from support.processes import Process, Registry, WaitTimeout, wait_for
@@ -24,6 +25,8 @@ from support.servers import HOST
 BENCH_DIR = Path(__file__).resolve().parent
 # Celery logs this line when a worker consumes (both configurations log at INFO).
 READY_MARK = " ready."
+# Flower's basic auth in every booted service of the benchmark (user:password).
+FLOWER_AUTH = "bench:bench-password"
 
 
 class BenchError(RuntimeError):
@@ -75,7 +78,7 @@ class Target:
                 app.send_task(name, args=args, queue=queue, producer=producer, ignore_result=True)
 
     def events_list(self) -> list[dict[str, Any]]:
-        return [json.loads(raw) for raw in self.events.lrange("bench:events", 0, -1)]
+        return [json.loads(raw) for raw in self.events.lrange(bench_bodies.EVENTS, 0, -1)]
 
     def ready_count(self) -> int | None:
         """Ready messages in the short queue (RabbitMQ only; Redis: None)."""

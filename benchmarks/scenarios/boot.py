@@ -16,13 +16,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from harness import BenchError, Context, Generated, guarded, section
+from harness import FLOWER_AUTH, BenchError, Context, Generated, guarded, section
 from support.servers import HOST, free_port
 
 # Worker node names are <queue>@<this machine's host name>.
 NODE_HOST = socket.gethostname()
 TOKEN = "bench-diagnostics-token"
-FLOWER_AUTH = "bench:bench-password"
 
 
 def http(method: str, url: str, body: dict | None = None, auth: str | None = None):

@@ -31,11 +31,10 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from harness import BENCH_DIR, READY_MARK, BenchError, Context, guarded, section
+from harness import BENCH_DIR, FLOWER_AUTH, READY_MARK, BenchError, Context, guarded, section
 from support.processes import Process, process_tree, wait_for
 from support.servers import HOST, free_port
 
-FLOWER_AUTH = "bench:bench-password"
 STATUS_DONE = ("succeeded", "failed", "cancelled")
 
 

@@ -9,8 +9,20 @@ from __future__ import annotations
 import time
 from typing import Any
 
+from bench_bodies import COUNT, FIRST, LAST
 from harness import Context, Target, guarded, launch_worker, section, start_worker, wait_ready
 from support.processes import wait_for
+
+
+def wait_for_last(target: Target, n: int, what: str) -> float:
+    """Wait until the n-th no-op task has run; return when it did (Unix time)."""
+    wait_for(
+        lambda: target.events.get(LAST),
+        timeout=max(60.0, n / 20),
+        what=f"{what} to finish {n} no-op tasks",
+        interval=0.02,
+    )
+    return float(target.events.get(LAST))
 
 
 def throughput(ctx: Context, target: Target, n: int) -> dict[str, Any]:
@@ -21,14 +33,8 @@ def throughput(ctx: Context, target: Target, n: int) -> dict[str, Any]:
     enqueue_s = time.perf_counter() - t0
     proc, ready_s = start_worker(ctx, target, "tp")
     try:
-        wait_for(
-            lambda: target.events.get("bench:last"),
-            timeout=max(60.0, n / 20),
-            what=f"{target.name} to finish {n} no-op tasks",
-            interval=0.02,
-        )
-        first = float(target.events.get("bench:first"))
-        last = float(target.events.get("bench:last"))
+        last = wait_for_last(target, n, target.name)
+        first = float(target.events.get(FIRST))
     finally:
         ctx.registry.stop(proc)
     return {
@@ -56,14 +62,8 @@ def scaled(ctx: Context, target: Target, n: int, workers: int) -> dict[str, Any]
         for index, proc in enumerate(procs):
             wait_ready(ctx, target, proc, f"scale{index}")
         # Counted from here: every worker is ready, whatever the first ones drained before.
-        started, done_before = time.time(), int(target.events.get("bench:count") or 0)
-        wait_for(
-            lambda: target.events.get("bench:last"),
-            timeout=max(60.0, n / 20),
-            what=f"{target.name} x{workers} to finish {n} no-op tasks",
-            interval=0.02,
-        )
-        last = float(target.events.get("bench:last"))
+        started, done_before = time.time(), int(target.events.get(COUNT) or 0)
+        last = wait_for_last(target, n, f"{target.name} x{workers}")
     finally:
         for proc in procs:
             ctx.registry.stop(proc)
