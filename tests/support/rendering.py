@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -18,6 +19,8 @@ from .variants import TEMPLATE_ROOT
 # uv finds Python 3.11, 3.12 and 3.13 through pyenv's shims on the test machines.
 PROJECT_ENV = {"PYENV_VERSION": "3.11.7:3.12.1:3.13.0"}
 SYNC_TIMEOUT = 900
+# The service's CI runs checkov pinned in its workflow; the tests run that same pin, isolated.
+CHECKOV_PIN = re.compile(r"--from (checkov==[\d.]+) checkov --directory \.$", re.MULTILINE)
 
 
 def render(answers: dict[str, Any], destination: Path, *, vcs_ref: str = "HEAD") -> Path:
@@ -40,6 +43,15 @@ def render(answers: dict[str, Any], destination: Path, *, vcs_ref: str = "HEAD")
 def rendered_answers(project: Path) -> dict[str, Any]:
     """Return the answers file a rendered project records (the full set, defaults included)."""
     return yaml.safe_load((project / ".copier-answers.yml").read_text())
+
+
+def checkov_command(project: Path) -> list[str]:
+    """Return the `uvx ... checkov` command pinned in the project's own CI workflow."""
+    pinned = CHECKOV_PIN.search((project / ".github" / "workflows" / "ci.yml").read_text())
+    assert pinned, "the service's CI workflow runs no pinned checkov"
+    # checkov 3.2 runs on Python 3.12; pyenv provides it on the test machines.
+    isolated = ["uvx", "--python", "3.12", "--no-python-downloads"]
+    return [*isolated, "--from", pinned.group(1), "checkov"]
 
 
 def run(command: list[str], cwd: Path, *, timeout: float = 600, env: dict | None = None):
