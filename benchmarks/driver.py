@@ -27,7 +27,15 @@ from harness import (
     Stock,
     make_generated_producer,
 )
-from scenarios import boot, head_of_line, http_path, queue_growth, throughput, worker_loss
+from scenarios import (
+    boot,
+    head_of_line,
+    http_path,
+    publish,
+    queue_growth,
+    throughput,
+    worker_loss,
+)
 from support.servers import HOST
 
 
@@ -65,6 +73,7 @@ def run_redis(ctx: Context, plan: dict[str, Any], out: dict[str, Any]) -> None:
     # run.py starts the bench's redis-server with 24 databases: 16 to 18 are this one's.
     dark = Dark(ctx, f"redis://{HOST}:{port}/16", events_db=17, results_db=18)
     make_generated_producer(dark, package, None)
+    publish.measure(stock, generated, cfg, out)
     throughput.measure(ctx, [stock, generated, profile, observed, dark], cfg, out)
     throughput.measure_scaling(ctx, [stock, generated], cfg, out)
     head_of_line.measure(ctx, stock, generated, cfg, out)

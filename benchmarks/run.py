@@ -64,6 +64,9 @@ FULL = {
     "throughput_reps": 5,
     "scaling_reps": 2,
     "noop_tasks": 5000,
+    # Publish: rounds of one block per producer, interleaved (scenarios/publish.py).
+    "publish_rounds": 12,
+    "publish_block": 1000,
     "hol_scenarios": ["hol1", "hol3"],
     "hol": {"long_s": 6.0, "shorts": 8, "short_s": 0.05, "gap_s": 0.25},
     # TASK_TIME_LIMIT=10 → visibility timeout 25 s; the profile's restore scan runs every 2 s,
@@ -105,6 +108,8 @@ FULL = {
 QUICK = {
     "reps": 1,
     "noop_tasks": 1000,
+    "publish_rounds": 4,
+    "publish_block": 300,
     "hol_scenarios": ["hol3"],
     "hol": {"long_s": 4.0, "shorts": 6, "short_s": 0.05, "gap_s": 0.25},
     "loss": {
