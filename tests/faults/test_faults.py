@@ -342,6 +342,9 @@ def test_database_outage_gives_503_and_tasks_retry_until_it_is_back(faults):
         timeout=READY_SECONDS,
         what="/health/ready did not recover after the database came back",
     )
+    # Every pooled connection of the web died with the server; none may reach a request
+    # (database.py drops them at checkout): one POST per gunicorn thread, and more.
+    back = [stack.post("/jobs", {"name": f"db-back-{i}", "duration": 0}) for i in range(12)]
     rows = watch.settled(DB_RECOVERY_SECONDS, faults.report)
     drained = round(time.time() - up_at, 1)
     counts = outcome(rows, ids)
@@ -356,10 +359,14 @@ def test_database_outage_gives_503_and_tasks_retry_until_it_is_back(faults):
         **counts,
         recovery_seconds=drained,
         note=f"down {down_for} s; ready 503 while down; POST /jobs while down: {refused}; "
+        f"POST /jobs after: {sorted({r.status_code for r in back})}; "
         f"task retries logged: {retries}, longest countdown series {longest}",
     )
     assert refused == 503, faults.report(
         f"POST /jobs with the database down answered {refused}: {created.text}"
+    )
+    assert [r.status_code for r in back] == [202] * len(back), faults.report(
+        f"POST /jobs right after the database came back: {[r.text for r in back]}"
     )
     assert retries >= 1, faults.report("no task retry was logged during the outage")
     # Exponential backoff with Celery's full jitter: retry n waits a random 0..2**n s (factor 1),

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import select
 from typing import Any
 
 from flask import Flask, current_app, g
 from sqlalchemy import Engine, create_engine, event
+from sqlalchemy.exc import DisconnectionError
 from sqlalchemy.orm import Session, sessionmaker
 
 EXTENSION_KEY = "database"
@@ -13,14 +15,34 @@ EXTENSION_KEY = "database"
 
 def make_engine(url: str) -> Engine:
     """Create the engine for a database URL, with the options each backend needs."""
-    options: dict[str, Any] = {"pool_pre_ping": True}
+    options: dict[str, Any] = {}
     if url.startswith("sqlite"):
         # Web threads and worker children write the same file: wait for locks, not fail.
         options["connect_args"] = {"timeout": 30, "check_same_thread": False}
     engine = create_engine(url, **options)
     if url.startswith("sqlite"):
         event.listen(engine, "connect", _sqlite_pragmas)
+    else:
+        event.listen(engine, "checkout", _discard_if_server_closed)
     return engine
+
+
+def server_closed(dbapi_connection) -> bool:
+    """Tell whether the server has spoken on an idle pooled connection (it closed it)."""
+    # An idle connection has nothing to read unless the server ended the session: a restart,
+    # pg_terminate_backend or an idle timeout sends a FATAL notice and closes the socket, and
+    # a crashed server's kernel closes it. One poll of the socket sees either, without the
+    # round trip that pool_pre_ping's SELECT 1 adds to every request (docs/benchmarks.md).
+    poller = select.poll()
+    poller.register(dbapi_connection.fileno(), select.POLLIN)
+    return bool(poller.poll(0))
+
+
+def _discard_if_server_closed(dbapi_connection, _record, _proxy) -> None:
+    # DisconnectionError makes the pool drop this connection and check out a fresh one.
+    # https://docs.sqlalchemy.org/en/20/core/events.html#sqlalchemy.events.PoolEvents.checkout
+    if dbapi_connection.closed or server_closed(dbapi_connection):
+        raise DisconnectionError("the database server closed this pooled connection")
 
 
 def _sqlite_pragmas(dbapi_connection, _record) -> None:
