@@ -19,6 +19,8 @@ from harness import BenchError, Context, Generated, Stock, guarded, section, sta
 from support.processes import wait_for
 from support.servers import HOST, free_port
 
+from scenarios import publish
+
 TOKEN = "bench-diagnostics-token"
 
 
@@ -47,15 +49,6 @@ class StockQueues(Stock):
             self._producer.conf.task_queues = [Queue(name) for name in self.queues]
             self._producer.conf.task_default_queue = "default"
         return self._producer
-
-
-def publish_rate(target, n: int) -> float:
-    target.flush()
-    started = time.perf_counter()
-    target.send_many("bench.noop", [[n]] * n, "default")
-    rate = n / (time.perf_counter() - started)
-    target.flush()
-    return round(rate, 1)
 
 
 def health_celery(ctx: Context, generated: Generated, calls: int) -> tuple[list[float], list]:
@@ -120,12 +113,12 @@ def one_rep(ctx, generated, stock, cfg, rep) -> dict[str, Any]:
     order = ("stock", "generated") if rep % 2 == 0 else ("generated", "stock")
     for name in order:
         if name == "stock":
-            out["stock_publish_per_s"] = publish_rate(stock, q["publish_tasks"])
+            out["stock_publish_per_s"] = publish.block(stock, q["publish_tasks"])
             proc, ready = start_worker(ctx, stock, f"qs{rep}", ["default"])
             ctx.registry.stop(proc)
             out["stock_worker_ready_s"] = round(ready, 2)
             continue
-        out["publish_per_s"] = publish_rate(generated, q["publish_tasks"])
+        out["publish_per_s"] = publish.block(generated, q["publish_tasks"])
         proc, ready = start_worker(ctx, generated, f"qg{rep}", ["default"])
         out["worker_ready_s"] = round(ready, 2)
         try:
